@@ -1,0 +1,48 @@
+"""Entry point: builds the typer app and maps the exception tree to exit codes.
+
+Exit codes (design.md): 0 clean, 1 findings, 2 usage or input error, 3 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from depthguard.cli import rules_cmd
+from depthguard.errors import ConfigError, DepthguardError, ReportError, RuleError, SourceError, UsageError
+
+app = typer.Typer(
+    name="depthguard",
+    help="Secrets broker sidecar and credential-leak detector.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(rules_cmd.app, name="rules")
+
+_USER_ERRORS = (UsageError, ConfigError, SourceError, ReportError, RuleError)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("depthguard: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except _USER_ERRORS as exc:
+        print(f"depthguard: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except DepthguardError as exc:
+        print(f"depthguard: {exc}", file=sys.stderr)
+        sys.exit(3)
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            print(f"depthguard: {exc.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        print(f"depthguard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(3)

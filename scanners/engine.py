@@ -1,0 +1,193 @@
+"""The detection engine: compile every rule once, prefilter, confirm with the exact regex, filter.
+
+Works on bytes and decodes only the findings. The prefilter (Hyperscan or keywords) decides where the
+exact regexes run; everything after that is shared, so both prefilters yield identical findings.
+Never logs secret values.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scanners.allow import Allowlist, line_allows, previous_line_allows
+from scanners.entropy import shannon
+from scanners.filters import Candidate, first_match
+from scanners.finding import Finding
+from scanners.prefilter import Prefilter, make_prefilter
+from scanners.rulepack import Rule, builtin_documented
+from scanners.validators import VALIDATORS
+
+_CONFIDENCE_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+@dataclass(slots=True)
+class _Hit:
+    rule_index: int
+    start: int
+    end: int
+    secret: str
+    key: str
+    entropy: float
+    paired: bool = False
+
+
+class _Lines:
+    """Byte offset -> (line number, line bounds), computed lazily: most files have no findings."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._starts: list[int] | None = None
+
+    def _index(self) -> list[int]:
+        if self._starts is None:
+            starts = [0]
+            find = self._data.find
+            pos = find(b"\n")
+            while pos >= 0:
+                starts.append(pos + 1)
+                pos = find(b"\n", pos + 1)
+            self._starts = starts
+        return self._starts
+
+    def number(self, offset: int) -> int:
+        return bisect.bisect_right(self._index(), offset)
+
+    def bounds(self, offset: int) -> tuple[int, int]:
+        lo = self._data.rfind(b"\n", 0, offset) + 1
+        hi = self._data.find(b"\n", offset)
+        return lo, (hi if hi >= 0 else len(self._data))
+
+
+def decode_value(raw: bytes) -> str:
+    """UTF-8 when it is, else latin-1 (every byte maps), so a finding never fails to decode."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class Engine:
+    """Holds the compiled rule pack; ``scan`` is pure and safe to call from forked workers."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        engine: str = "auto",
+        disabled_filters: frozenset[str] = frozenset(),
+        allowlist: Allowlist | None = None,
+        prefilter: Prefilter | None = None,
+        documented: frozenset[str] | None = None,
+    ) -> None:
+        self.rules = list(rules)
+        self.documented = builtin_documented() if documented is None else documented
+        self.prefilter = prefilter or make_prefilter(self.rules, engine)
+        self.disabled_filters = disabled_filters
+        self.allowlist = allowlist or Allowlist()
+
+    @property
+    def backend(self) -> str:
+        return self.prefilter.name
+
+    def scan(self, data: bytes, path: str = "", source: str = "file") -> list[Finding]:
+        """Findings in ``data`` (already transcoded to UTF-8 or left as raw bytes), in file order."""
+        regions = self.prefilter.regions(data)
+        if not regions:
+            return []
+        lines = _Lines(data)
+        hits: list[_Hit] = []
+        for idx in sorted(regions):
+            rule = self.rules[idx]
+            for lo, hi in regions[idx]:
+                for m in rule.compiled.finditer(data, lo, hi):
+                    hit = self._confirm(rule, idx, m, data, lines, path)
+                    if hit is not None:
+                        hits.append(hit)
+        if not hits:
+            return []
+        hits = self._pair(self._dedupe(hits), lines)
+        return [self._finding(h, data, lines, path, source) for h in hits]
+
+    def _confirm(
+        self, rule: Rule, idx: int, m: re.Match[bytes], data: bytes, lines: _Lines, path: str
+    ) -> _Hit | None:
+        raw = m.group("secret")
+        if not raw:
+            return None
+        start, end = m.span("secret")
+        secret = decode_value(raw)
+        ent = shannon(secret)
+        if rule.entropy is not None and ent < rule.entropy:
+            return None
+        if rule.validator is not None and not VALIDATORS[rule.validator](raw, m):
+            return None
+        lo, hi = lines.bounds(start)
+        line = data[lo:hi]
+        if line_allows(line) or (lo > 0 and previous_line_allows(data[data.rfind(b"\n", 0, lo - 1) + 1 : lo])):
+            return None
+        if end > hi and line_allows(data[lines.bounds(end - 1)[0] : lines.bounds(end - 1)[1]]):
+            return None
+        key = ""
+        if "key" in rule.compiled.groupindex and m.group("key"):
+            key = decode_value(m.group("key"))
+        cand = Candidate(secret, decode_value(line[:2000]), key, rule.generic, path)
+        disabled = self.disabled_filters | frozenset(rule.filters_off)
+        if "value.documented-example" not in disabled and secret in self.documented:
+            return None
+        if first_match(cand, disabled) is not None or self.allowlist.allows(secret):
+            return None
+        return _Hit(idx, start, end, secret, key, ent)
+
+    def _dedupe(self, hits: list[_Hit]) -> list[_Hit]:
+        """One finding per secret: a provider rule beats a generic one on overlapping bytes, and among
+        rules matching the very same bytes the most confident (then first-listed) wins."""
+        def rank(h: _Hit) -> tuple[int, int, int]:
+            r = self.rules[h.rule_index]
+            return (int(r.generic), _CONFIDENCE_RANK[r.confidence], h.rule_index)
+
+        kept: list[_Hit] = []
+        for h in sorted(hits, key=rank):
+            if any(h.start < k.end and k.start < h.end for k in kept):
+                continue
+            kept.append(h)
+        kept.sort(key=lambda h: (h.start, h.rule_index))
+        return kept
+
+    def _pair(self, hits: list[_Hit], lines: _Lines) -> list[_Hit]:
+        by_rule: dict[str, list[int]] = {}
+        for h in hits:
+            by_rule.setdefault(self.rules[h.rule_index].id, []).append(lines.number(h.start))
+        out = []
+        for h in hits:
+            rule = self.rules[h.rule_index]
+            if rule.pair:
+                here = lines.number(h.start)
+                h.paired = any(abs(n - here) <= rule.pair_lines for n in by_rule.get(rule.pair, []))
+                if rule.pair_required and not h.paired:
+                    continue
+            out.append(h)
+        return out
+
+    def _finding(self, h: _Hit, data: bytes, lines: _Lines, path: str, source: str) -> Finding:
+        rule = self.rules[h.rule_index]
+        lo, _ = lines.bounds(h.start)
+        column = len(decode_value(data[lo : h.start])) + 1
+        end_lo, _ = lines.bounds(max(h.start, h.end - 1))
+        end_column = len(decode_value(data[end_lo : h.end])) + 1
+        confidence = "high" if h.paired else rule.confidence
+        return Finding(
+            rule_id=rule.id,
+            description=rule.description,
+            severity=rule.severity,
+            confidence=confidence,
+            path=path,
+            line=lines.number(h.start),
+            column=column,
+            end_column=end_column,
+            secret=h.secret,
+            entropy=h.entropy,
+            source=source,
+        )
