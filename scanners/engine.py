@@ -40,6 +40,7 @@ class _Lines:
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._starts: list[int] | None = None
+        self._allowed: dict[int, bool] = {}
 
     def _index(self) -> list[int]:
         if self._starts is None:
@@ -56,9 +57,26 @@ class _Lines:
         return bisect.bisect_right(self._index(), offset)
 
     def bounds(self, offset: int) -> tuple[int, int]:
-        lo = self._data.rfind(b"\n", 0, offset) + 1
-        hi = self._data.find(b"\n", offset)
-        return lo, (hi if hi >= 0 else len(self._data))
+        """Start and end (exclusive of the newline) of the line holding ``offset``: a bisect on the
+        index, so many candidates on one long (minified) line cost no rescans of that line."""
+        starts = self._index()
+        i = bisect.bisect_right(starts, offset)
+        hi = starts[i] - 1 if i < len(starts) else len(self._data)
+        return starts[i - 1], hi
+
+
+    def allowed(self, offset: int) -> bool:
+        """Whether an inline allow comment covers the line of ``offset`` (memoised per line: a
+        minified file can put thousands of candidates on one line)."""
+        lo, hi = self.bounds(offset)
+        hit = self._allowed.get(lo)
+        if hit is None:
+            hit = line_allows(self._data[lo:hi])
+            if not hit and lo > 0:
+                prev_lo, prev_hi = self.bounds(lo - 1)
+                hit = previous_line_allows(self._data[prev_lo:prev_hi])
+            self._allowed[lo] = hit
+        return hit
 
 
 def decode_value(raw: bytes) -> str:
@@ -108,7 +126,8 @@ class Engine:
                         hits.append(hit)
         if not hits:
             return []
-        hits = self._pair(self._dedupe(hits), lines)
+        # pairing first: an unpaired pair-only hit must not win a dedupe and then vanish
+        hits = self._dedupe(self._pair(hits, lines))
         return [self._finding(h, data, lines, path, source) for h in hits]
 
     def _confirm(
@@ -119,31 +138,32 @@ class Engine:
             return None
         start, end = m.span("secret")
         secret = decode_value(raw)
-        ent = shannon(secret)
-        if rule.entropy is not None and ent < rule.entropy:
-            return None
+        ent = -1.0  # computed lazily: most candidates die in the filters, most rules set no threshold
+        if rule.entropy is not None:
+            ent = shannon(secret)
+            if ent < rule.entropy:
+                return None
         if rule.validator is not None and not VALIDATORS[rule.validator](raw, m):
             return None
         lo, hi = lines.bounds(start)
-        line = data[lo:hi]
-        if line_allows(line) or (lo > 0 and previous_line_allows(data[data.rfind(b"\n", 0, lo - 1) + 1 : lo])):
+        if lines.allowed(start) or (end > hi and lines.allowed(end - 1)):
             return None
-        if end > hi and line_allows(data[lines.bounds(end - 1)[0] : lines.bounds(end - 1)[1]]):
-            return None
+        line = data[lo : min(hi, lo + 2000)]
         key = ""
         if "key" in rule.compiled.groupindex and m.group("key"):
             key = decode_value(m.group("key"))
-        cand = Candidate(secret, decode_value(line[:2000]), key, rule.generic, path)
+        cand = Candidate(secret, decode_value(line), key, rule.generic, path)
         disabled = self.disabled_filters | frozenset(rule.filters_off)
         if "value.documented-example" not in disabled and secret in self.documented:
             return None
         if first_match(cand, disabled) is not None or self.allowlist.allows(secret):
             return None
-        return _Hit(idx, start, end, secret, key, ent)
+        return _Hit(idx, start, end, secret, key, ent if ent >= 0 else shannon(secret))
 
     def _dedupe(self, hits: list[_Hit]) -> list[_Hit]:
         """One finding per secret: a provider rule beats a generic one on overlapping bytes, and among
-        rules matching the very same bytes the most confident (then first-listed) wins."""
+        rules matching the same bytes the most confident wins, then the first listed (rule files
+        set ``confidence`` to settle real overlaps explicitly)."""
         def rank(h: _Hit) -> tuple[int, int, int]:
             r = self.rules[h.rule_index]
             return (int(r.generic), _CONFIDENCE_RANK[r.confidence], h.rule_index)

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from scanners.rulepack import Rule, pack_digest
+from scanners.rulepack import Rule
 
 log = logging.getLogger(__name__)
 
 Regions = dict[int, list[tuple[int, int]]]
 
+_hs: Any
 try:  # Hyperscan wheels exist for Linux x86_64 and macOS; elsewhere the keyword prefilter serves
     import hyperscan as _hs
 except ImportError:  # pragma: no cover - depends on the platform
@@ -70,11 +71,73 @@ def _literal(kw: str) -> bytes:
     return b"".join(b"\\x%02x" % c for c in kw.encode())
 
 
-class HyperscanPrefilter:
-    """One Hyperscan block-mode database of every rule regex plus every keyword (as caseless literals).
+class _Database:
+    """One compiled Hyperscan block-mode database, cached on disk by the hash of its contents."""
 
-    For each match end of a rule whose keyword occurred in the file, the exact regex re-runs on the
-    line(s) around that end (``Rule.span`` bytes further back for multi-line rules).
+    def __init__(self, exprs: list[bytes], flags: list[int], ids: list[int], labels: list[str],
+                 cache_dir: Path | None) -> None:
+        self._exprs, self._flags, self._ids, self._labels = exprs, flags, ids, labels
+        h = hashlib.sha256(_hs.__version__.encode())
+        for e, f, i in zip(exprs, flags, ids, strict=True):
+            h.update(b"%d\0%d\0%s\n" % (i, f, e))
+        directory = cache_dir if cache_dir is not None else _default_cache_dir()
+        path = directory / f"hs-{h.hexdigest()[:32]}.db" if directory else None
+        loaded = self._load(path) if path is not None and path.is_file() else None
+        if loaded is None:
+            loaded = self._compile(frozenset())
+            if path is not None:
+                _atomic_write(path, _hs.dumpb(loaded))
+        self.db: Any = loaded
+
+    @staticmethod
+    def _load(path: Path) -> Any:
+        try:
+            db = _hs.loadb(path.read_bytes(), _hs.HS_MODE_BLOCK)
+            db.scratch = _hs.Scratch(db)  # loadb does not allocate one
+            return db
+        except Exception:  # a stale or foreign cache file: recompile
+            log.debug("ignoring unusable hyperscan cache %s", path)
+            return None
+
+    def _compile(self, relaxed: frozenset[int]) -> Any:
+        """Compile exactly where Hyperscan can; an expression it rejects (a bounded repeat too large,
+        say) is compiled in prefilter mode, which reports a superset of match ends. Findings stay
+        identical, because the exact ``re`` regex confirms every candidate window anyway."""
+        flags = [f | (_hs.HS_FLAG_PREFILTER if i in relaxed else 0) for i, f in enumerate(self._flags)]
+        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+        try:
+            db.compile(expressions=self._exprs, ids=self._ids, elements=len(self._exprs), flags=flags)
+            return db
+        except _hs.error as exc:
+            bad = self._uncompilable(flags)
+            if not bad or bad <= relaxed:
+                raise RuntimeError(f"hyperscan cannot compile the rule pack: {exc}") from exc
+            for i in bad - relaxed:
+                log.debug("%s compiled in hyperscan prefilter mode", self._labels[i])
+            return self._compile(relaxed | bad)
+
+    def _uncompilable(self, flags: list[int]) -> frozenset[int]:
+        bad = set()
+        for i, (e, f) in enumerate(zip(self._exprs, flags, strict=True)):
+            probe = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+            try:
+                probe.compile(expressions=[e], ids=[0], elements=1, flags=[f])
+            except _hs.error:
+                bad.add(i)
+        return frozenset(bad)
+
+    def scan(self, data: bytes, on_match: Any) -> None:
+        self.db.scan(data, match_event_handler=on_match)
+
+
+class HyperscanPrefilter:
+    """Hyperscan finds candidate lines; the exact ``re`` regex then runs only there.
+
+    The main database holds every rule regex (or its ``anchor``) plus every keyword as a caseless
+    literal. Two kinds of rule stay out of it, because a pattern with no literal to latch onto slows
+    the whole pass several-fold: ``second_pass`` rules go into a small second database scanned only
+    over files that contain one of their keywords, and ``pair_required`` rules are run only on the
+    lines around their partner rule's matches, the only place they can be reported.
     """
 
     name = "hyperscan"
@@ -83,50 +146,39 @@ class HyperscanPrefilter:
         if _hs is None:
             raise RuntimeError("hyperscan is not installed")
         self._rules = list(rules)
+        n = len(self._rules)
         self._keywords = sorted({k for r in self._rules for k in r.keywords})
-        self._kw_index = {k: len(self._rules) + i for i, k in enumerate(self._keywords)}
-        self._rule_kw_ids = [frozenset(self._kw_index[k] for k in r.keywords) for r in self._rules]
-        self._db = self._load_or_compile(cache_dir)
-
-    def _expressions(self) -> tuple[list[bytes], list[int]]:
-        exprs = [r.regex.encode() for r in self._rules] + [_literal(k) for k in self._keywords]
-        flags = [_hs.HS_FLAG_MULTILINE] * len(self._rules) + [
-            _hs.HS_FLAG_CASELESS | _hs.HS_FLAG_SINGLEMATCH
-        ] * len(self._keywords)
-        return exprs, flags
-
-    def _load_or_compile(self, cache_dir: Path | None) -> Any:
-        exprs, flags = self._expressions()
-        key = hashlib.sha256(
-            (pack_digest(self._rules) + "|" + "|".join(self._keywords) + "|" + _hs.__version__).encode()
-        ).hexdigest()[:32]
-        directory = cache_dir if cache_dir is not None else _default_cache_dir()
-        path = directory / f"hs-{key}.db" if directory else None
-        if path is not None and path.is_file():
-            try:
-                cached = _hs.loadb(path.read_bytes(), _hs.HS_MODE_BLOCK)
-                cached.scratch = _hs.Scratch(cached)  # loadb does not allocate one
-                return cached
-            except Exception:  # a stale or foreign cache file: recompile below
-                log.debug("ignoring unusable hyperscan cache %s", path)
-        db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-        try:
-            db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
-        except _hs.error as exc:
-            bad = self._find_uncompilable(exprs, flags)
-            raise RuntimeError(f"hyperscan cannot compile rule {bad}: {exc}") from exc
-        if path is not None:
-            _atomic_write(path, _hs.dumpb(db))
-        return db
-
-    def _find_uncompilable(self, exprs: list[bytes], flags: list[int]) -> str:
-        for i, (e, f) in enumerate(zip(exprs, flags, strict=True)):
-            probe = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-            try:
-                probe.compile(expressions=[e], ids=[0], elements=1, flags=[f])
-            except _hs.error:
-                return self._rules[i].id if i < len(self._rules) else f"keyword {self._keywords[i]!r}"
-        return "?"
+        kw_id = {k: n + i for i, k in enumerate(self._keywords)}
+        self._rule_kw_ids = [frozenset(kw_id[k] for k in r.keywords) for r in self._rules]
+        index = {r.id: i for i, r in enumerate(self._rules)}
+        self._paired = [
+            (i, index[r.pair]) for i, r in enumerate(self._rules) if r.pair_required and r.pair in index
+        ]
+        paired = {i for i, _ in self._paired}
+        second = [i for i, r in enumerate(self._rules) if r.second_pass and i not in paired]
+        main = [i for i in range(n) if i not in paired and i not in second]
+        line = _hs.HS_FLAG_MULTILINE
+        self._main = _Database(
+            [(self._rules[i].anchor or self._rules[i].regex).encode() for i in main]
+            + [_literal(k) for k in self._keywords],
+            [line] * len(main) + [_hs.HS_FLAG_CASELESS | _hs.HS_FLAG_SINGLEMATCH] * len(self._keywords),
+            main + [kw_id[k] for k in self._keywords],
+            [f"rule {self._rules[i].id}" for i in main] + [f"keyword {k!r}" for k in self._keywords],
+            cache_dir,
+        )
+        self._second = (
+            _Database(
+                [(self._rules[i].anchor or self._rules[i].regex).encode() for i in second],
+                [line] * len(second),
+                second,
+                [f"rule {self._rules[i].id}" for i in second],
+                cache_dir,
+            )
+            if second
+            else None
+        )
+        self._second_kw: frozenset[int] = frozenset().union(*(self._rule_kw_ids[i] for i in second))
+        self._second_always = any(not self._rules[i].keywords for i in second)
 
     def regions(self, data: bytes) -> Regions:
         hits: list[tuple[int, int]] = []
@@ -135,38 +187,68 @@ class HyperscanPrefilter:
         def on_match(ident: int, start: int, end: int, flags: int, ctx: object) -> None:
             append((ident, end))
 
-        self._db.scan(data, match_event_handler=on_match)
-        if not hits:
-            return {}
+        self._main.scan(data, on_match)
         n_rules = len(self._rules)
         seen_kw = {i for i, _ in hits if i >= n_rules}
+        if self._second is not None and (self._second_always or self._second_kw & seen_kw):
+            self._second.scan(data, on_match)
+        if not hits:
+            return {}
         ends: dict[int, list[int]] = {}
         for ident, end in hits:
             if ident < n_rules:
-                ends.setdefault(ident, []).append(end)
-        out: Regions = {}
-        size = len(data)
-        for ident, positions in ends.items():
+                kws = self._rule_kw_ids[ident]
+                if not kws or kws & seen_kw:
+                    ends.setdefault(ident, []).append(end)
+        out: Regions = {i: self._windows(data, pos, self._rules[i].span) for i, pos in ends.items()}
+        for ident, partner in self._paired:
             kws = self._rule_kw_ids[ident]
-            if kws and not (kws & seen_kw):
-                continue
-            span = self._rules[ident].span
-            positions.sort()
-            ranges: list[tuple[int, int]] = []
-            hi = -1
-            for end in positions:
-                if end <= hi:
-                    continue
-                lo = data.rfind(b"\n", 0, max(0, end - 1 - span)) + 1
-                hi = data.find(b"\n", end)
-                if hi < 0:
-                    hi = size
-                if ranges and lo <= ranges[-1][1]:
-                    ranges[-1] = (ranges[-1][0], hi)
-                else:
-                    ranges.append((lo, hi))
-            out[ident] = ranges
+            if partner in ends and (not kws or kws & seen_kw):
+                out[ident] = self._around(data, ends[partner], self._rules[ident].pair_lines)
         return out
+
+    @staticmethod
+    def _windows(data: bytes, positions: list[int], span: int) -> list[tuple[int, int]]:
+        """The line(s) around each match end, merged; ``span`` widens multi-line rules both ways."""
+        positions.sort()
+        size = len(data)
+        ranges: list[tuple[int, int]] = []
+        hi = -1
+        for end in positions:
+            if end <= hi:
+                continue
+            lo = data.rfind(b"\n", 0, max(0, end - 1 - span)) + 1
+            hi = data.find(b"\n", end + span)  # multi-line: the anchor may be the first line
+            if hi < 0:
+                hi = size
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], hi)
+            else:
+                ranges.append((lo, hi))
+        return ranges
+
+    @staticmethod
+    def _around(data: bytes, positions: list[int], lines: int) -> list[tuple[int, int]]:
+        """``lines`` whole lines before and after the line of each partner match, merged."""
+        ranges: list[tuple[int, int]] = []
+        for end in sorted(positions):
+            lo = data.rfind(b"\n", 0, max(0, end - 1)) + 1
+            for _ in range(lines):
+                if lo == 0:
+                    break
+                lo = data.rfind(b"\n", 0, lo - 1) + 1
+            hi, pos = len(data), end
+            for _ in range(lines + 1):  # to the end of the partner's line, then ``lines`` more
+                nxt = data.find(b"\n", pos)
+                if nxt < 0:
+                    hi = len(data)
+                    break
+                hi, pos = nxt, nxt + 1
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
+            else:
+                ranges.append((lo, hi))
+        return ranges
 
 
 def _default_cache_dir() -> Path | None:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import pickle
 import re
+import tempfile
 import tomllib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ CONFIDENCES = ("high", "medium", "low")
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,79}$")
 _KEYS = {
     "id", "description", "severity", "confidence", "regex", "keywords", "entropy", "validator",
-    "generic", "span", "pair", "pair_lines", "pair_required", "positive", "negative", "filters_off",
+    "generic", "span", "anchor", "second_pass", "pair", "pair_lines", "pair_required", "positive",
+    "negative", "filters_off",
 }
 _REQUIRED = ("id", "description", "severity", "regex", "keywords", "positive", "negative")
 
@@ -50,7 +54,15 @@ class Rule:
     generic: bool = False
     """Generic assignment rule: hash/UUID/dummy/code-reference filters apply in addition."""
     span: int = 0
-    """Bytes a match may reach back across earlier lines (multi-line rules such as PEM keys)."""
+    """Bytes a multi-line match (PEM keys, JSON key files) may extend from a Hyperscan match end, in
+    either direction; 0 means the match lies on one line."""
+    anchor: str | None = None
+    """A small regex given to Hyperscan instead of ``regex``. Every match of ``regex`` must contain an
+    anchor match ending on the match's last line; ``re`` still decides. For rules whose full regex
+    makes the combined Hyperscan database slow to compile (JWTs, PEM bodies, generic assignments)."""
+    second_pass: bool = False
+    """The regex has no literal Hyperscan can latch onto: scan it in a second, small database and only
+    over files containing one of its keywords, so it does not slow the main pass for every file."""
     pair: str | None = None
     """Id of a companion rule (e.g. the AWS key id for the AWS secret) that raises confidence when near."""
     pair_lines: int = 5
@@ -58,7 +70,22 @@ class Rule:
     """Report only when the companion rule matched within ``pair_lines`` lines."""
     filters_off: tuple[str, ...] = ()
     source: str = ""
-    compiled: re.Pattern[bytes] = field(default=re.compile(b"$^"), compare=False, repr=False)
+
+    @property
+    def compiled(self) -> re.Pattern[bytes]:
+        """The exact regex, compiled on first use: most rules never match a given tree, and
+        compiling all ~400 up front would double the start-up of a small scan."""
+        return compile_regex(self.regex)
+
+
+_COMPILED: dict[str, re.Pattern[bytes]] = {}
+
+
+def compile_regex(regex: str) -> re.Pattern[bytes]:
+    pattern = _COMPILED.get(regex)
+    if pattern is None:
+        pattern = _COMPILED[regex] = re.compile(regex.encode(), re.MULTILINE)
+    return pattern
 
 
 def _fail(source: str, rule_id: str, reason: str) -> RuleError:
@@ -72,8 +99,10 @@ def _str_list(raw: dict[str, Any], key: str, source: str, rid: str) -> tuple[str
     return tuple(value)
 
 
-def parse_rule(raw: dict[str, Any], source: str) -> Rule:
-    """Validate one ``[[rule]]`` table and compile its regex (as bytes: the engine works on bytes)."""
+def parse_rule(raw: dict[str, Any], source: str, *, compile_now: bool = True) -> Rule:
+    """Validate one ``[[rule]]`` table. ``compile_now`` also compiles the regexes (as bytes: the
+    engine works on bytes); the shipped pack skips that at start-up because the test-suite compiles
+    and exercises every shipped rule."""
     rid = str(raw.get("id", "?"))
     unknown = set(raw) - _KEYS
     if unknown:
@@ -95,12 +124,21 @@ def parse_rule(raw: dict[str, Any], source: str) -> Rule:
     negative = _str_list(raw, "negative", source, rid)
     if not positive or not negative:
         raise _fail(source, rid, "needs at least one positive and one negative example")
-    try:
-        compiled = re.compile(raw["regex"].encode(), re.MULTILINE)
-    except (re.error, AttributeError) as exc:
-        raise _fail(source, rid, f"regex does not compile: {exc}") from exc
-    if "secret" not in compiled.groupindex:
-        raise _fail(source, rid, "regex needs a named group (?P<secret>...)")
+    if not isinstance(raw["regex"], str):
+        raise _fail(source, rid, "regex must be a string")
+    anchor = raw.get("anchor")
+    if compile_now:
+        try:
+            compiled = compile_regex(raw["regex"])
+        except re.error as exc:
+            raise _fail(source, rid, f"regex does not compile: {exc}") from exc
+        if "secret" not in compiled.groupindex:
+            raise _fail(source, rid, "regex needs a named group (?P<secret>...)")
+        if anchor is not None:
+            try:
+                re.compile(str(anchor).encode(), re.MULTILINE)
+            except re.error as exc:
+                raise _fail(source, rid, f"anchor does not compile: {exc}") from exc
     entropy = raw.get("entropy")
     if entropy is not None and not isinstance(entropy, (int, float)):
         raise _fail(source, rid, "entropy must be a number")
@@ -120,6 +158,8 @@ def parse_rule(raw: dict[str, Any], source: str) -> Rule:
         validator=validator,
         generic=bool(raw.get("generic", False)),
         span=int(raw.get("span", 0)),
+        anchor=str(anchor) if anchor is not None else None,
+        second_pass=bool(raw.get("second_pass", False)),
         pair=raw.get("pair"),
         pair_lines=int(raw.get("pair_lines", 5)),
         pair_required=bool(raw.get("pair_required", False)),
@@ -127,11 +167,10 @@ def parse_rule(raw: dict[str, Any], source: str) -> Rule:
         negative=negative,
         filters_off=_str_list(raw, "filters_off", source, rid),
         source=source,
-        compiled=compiled,
     )
 
 
-def load_file(path: Path | str, text: str | None = None) -> list[Rule]:
+def load_file(path: Path | str, text: str | None = None, *, compile_now: bool = True) -> list[Rule]:
     """Parse one rule file; ``text`` lets packaged resources be read without a filesystem path."""
     source = str(path)
     try:
@@ -146,7 +185,7 @@ def load_file(path: Path | str, text: str | None = None) -> list[Rule]:
     tables = data.get("rule", [])
     if not isinstance(tables, list):
         raise RuleError(f"{source}: 'rule' must be an array of tables ([[rule]])")
-    return [parse_rule(t, source) for t in tables]
+    return [parse_rule(t, source, compile_now=compile_now) for t in tables]
 
 
 def load_documented(path: Path | str, text: str | None = None) -> set[str]:
@@ -156,33 +195,6 @@ def load_documented(path: Path | str, text: str | None = None) -> set[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise RuleError(f"{path}: documented_examples must be a list of strings")
     return set(values)
-
-
-def _builtin_texts() -> list[tuple[str, str]]:
-    pkg = resources.files("scanners.rules")
-    return [
-        (f"scanners/rules/{e.name}", e.read_text(encoding="utf-8"))
-        for e in sorted(pkg.iterdir(), key=lambda p: p.name)
-        if e.name.endswith(".toml")
-    ]
-
-
-@functools.cache
-def builtin_rules() -> list[Rule]:
-    """The shipped rule pack, in a stable order (file name, then position)."""
-    rules: list[Rule] = []
-    for name, text in _builtin_texts():
-        rules.extend(load_file(name, text))
-    return check_unique(rules)
-
-
-@functools.cache
-def builtin_documented() -> frozenset[str]:
-    """Every shipped file's ``documented_examples``, merged."""
-    out: set[str] = set()
-    for name, text in _builtin_texts():
-        out |= load_documented(name, text)
-    return frozenset(out)
 
 
 def check_unique(rules: Iterable[Rule]) -> list[Rule]:
@@ -199,9 +211,62 @@ def check_unique(rules: Iterable[Rule]) -> list[Rule]:
     return out
 
 
-def pack_digest(rules: Sequence[Rule]) -> str:
-    """A hash of everything that changes compiled matching; keys the compiled-database cache."""
-    h = hashlib.sha256()
-    for rule in rules:
-        h.update(f"{rule.id}\0{rule.regex}\0{rule.span}\n".encode())
-    return h.hexdigest()
+def _builtin_texts() -> list[tuple[str, str]]:
+    pkg = resources.files("scanners.rules")
+    return [
+        (f"scanners/rules/{e.name}", e.read_text(encoding="utf-8"))
+        for e in sorted(pkg.iterdir(), key=lambda p: p.name)
+        if e.name.endswith(".toml")
+    ]
+
+
+@functools.cache
+def _builtin_pack() -> tuple[list[Rule], frozenset[str]]:
+    """Parse the shipped TOML once per process; a pickled copy keyed by the files' hash makes later
+    start-ups skip TOML parsing (half of a small scan's start-up otherwise)."""
+    texts = _builtin_texts()
+    digest = hashlib.sha256("\0".join(f"{n}\0{t}" for n, t in texts).encode()).hexdigest()[:32]
+    cache = _cache_dir()
+    path = cache / f"rules-{digest}.pickle" if cache else None
+    if path is not None and path.is_file():
+        try:
+            cached_rules, cached_documented = pickle.loads(path.read_bytes())
+            return list(cached_rules), frozenset(cached_documented)
+        except Exception:  # unreadable or from another version: parse again
+            pass
+    rules: list[Rule] = []
+    documented: set[str] = set()
+    for name, text in texts:
+        rules.extend(load_file(name, text, compile_now=False))
+        documented |= load_documented(name, text)
+    pack = (check_unique(rules), frozenset(documented))
+    if path is not None:
+        _atomic_write_bytes(path, pickle.dumps(pack))
+    return pack
+
+
+def builtin_rules() -> list[Rule]:
+    """The shipped rule pack, in a stable order (file name, then position)."""
+    return list(_builtin_pack()[0])
+
+
+def builtin_documented() -> frozenset[str]:
+    """Every shipped file's ``documented_examples``, merged."""
+    return _builtin_pack()[1]
+
+
+def _cache_dir() -> Path | None:
+    base = os.environ.get("DEPTHGUARD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "depthguard" if base else Path.home() / ".cache" / "depthguard"
+
+
+def _atomic_write_bytes(path: Path, blob: bytes) -> None:
+    """Best effort: a read-only home only costs a re-parse next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, path)
+    except OSError:
+        pass
