@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer.exceptions import TyperException
 
-from depthguard.cli import rules_cmd
+from depthguard.cli import rules_cmd, scan_cmd
 from depthguard.errors import ConfigError, DepthguardError, ReportError, RuleError, SourceError, UsageError
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(scan_cmd.app, name="scan")
 app.add_typer(rules_cmd.app, name="rules")
 
 _USER_ERRORS = (UsageError, ConfigError, SourceError, ReportError, RuleError)
@@ -26,7 +28,9 @@ _USER_ERRORS = (UsageError, ConfigError, SourceError, ReportError, RuleError)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # standalone_mode=False: click returns the exit code of typer.Exit instead of exiting, and
+        # lets our exceptions through so they are mapped below instead of printed as tracebacks.
+        rc = app(standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
@@ -38,11 +42,11 @@ def main() -> None:
     except DepthguardError as exc:
         print(f"depthguard: {exc}", file=sys.stderr)
         sys.exit(3)
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            print(f"depthguard: {exc.format_message()}", file=sys.stderr)
-            sys.exit(2)
+    except TyperException as exc:  # click usage errors (typer vendors click) in standalone_mode=False
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        print(f"depthguard: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
         print(f"depthguard: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(3)
+    sys.exit(rc if isinstance(rc, int) else 0)

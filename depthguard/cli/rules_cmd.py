@@ -49,5 +49,6 @@ def test_rules(
     for f in failures:
         typer.echo(f.describe())
     n_examples = sum(len(r.positive) + len(r.negative) for r in selected)
-    typer.echo(f"{len(selected)} rules, {n_examples} examples, {len(failures)} failures ({eng.backend} engine)")
+    summary = f"{len(selected)} rules, {n_examples} examples, {len(failures)} failures"
+    typer.echo(f"{summary} ({eng.backend} engine)")
     raise typer.Exit(1 if failures else 0)

@@ -1,0 +1,5 @@
+"""``python -m depthguard`` runs the console command."""
+
+from depthguard.cli import main
+
+main()

@@ -1,0 +1,188 @@
+"""``depthguard scan dir|…``: wire sources, engine, baseline and reports together.
+
+Common options live in one place so every scan target behaves alike: same formats, same baseline,
+same exit codes (0 clean, 1 findings, 2 usage/input error).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from depthguard.errors import ReportError, UsageError
+from scanners.allow import Allowlist
+from scanners.config import ScanConfig, find_config, load_config, parse_size
+from scanners.engine import Engine
+from scanners.result import ScanResult, ScanStats
+from scanners.rulepack import builtin_rules, check_unique
+from scanners.runner import merge_stats, scan_files
+from scanners.sources.directory import DirectorySource
+
+app = typer.Typer(help="Scan for hardcoded secrets.", no_args_is_help=True)
+
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text, json, jsonl, sarif or baseline.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Config file (default: .depthguard.toml found upward).")
+]
+BaselineOpt = Annotated[
+    Path | None, typer.Option("--baseline", help="Suppress findings known in this baseline.")
+]
+NoGitignoreOpt = Annotated[bool, typer.Option("--no-gitignore", help="Also scan what .gitignore excludes.")]
+MaxSizeOpt = Annotated[
+    str | None, typer.Option("--max-file-size", help="Skip larger files (e.g. 10MB; default 10MB).")
+]
+ShowOpt = Annotated[bool, typer.Option("--show-secrets", help="Print secret values (default: redacted).")]
+ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when secrets are found.")]
+JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: all cores).", min=0)]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Never show a progress bar.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="Prefilter: auto, hyperscan or python.")]
+
+
+@dataclass
+class ScanOptions:
+    fmt: str
+    output: Path | None
+    config: Path | None
+    baseline: Path | None
+    show_secrets: bool
+    exit_zero: bool
+    jobs: int
+    progress: bool
+    engine: str
+
+    def validate(self) -> None:
+        from scanners.report import FORMATS
+
+        if self.fmt not in FORMATS:
+            raise UsageError(f"--format: unknown format {self.fmt!r} (choose from {', '.join(FORMATS)})")
+        if self.engine not in ("auto", "hyperscan", "python"):
+            raise UsageError(f"--engine: unknown engine {self.engine!r} (auto, hyperscan or python)")
+        if self.output is not None and self.output.is_dir():
+            raise UsageError(f"--output: {self.output} is a directory")
+
+
+def resolve_config(opts: ScanOptions, start: Path) -> ScanConfig:
+    if opts.config is not None:
+        return load_config(opts.config)
+    found = find_config(start)
+    return load_config(found) if found else ScanConfig()
+
+
+def build_engine(cfg: ScanConfig, engine: str) -> Engine:
+    disabled = set(cfg.disable)
+    rules = [r for r in builtin_rules() if r.id not in disabled]
+    rules = check_unique(rules + list(cfg.custom_rules))
+    allow = Allowlist.build(cfg.allow_values, cfg.allow_regexes)
+    try:
+        return Engine(rules, engine=engine, disabled_filters=frozenset(cfg.filters_off), allowlist=allow)
+    except RuntimeError as exc:  # e.g. --engine hyperscan where it is not installed
+        raise UsageError(f"--engine: {exc}") from exc
+
+
+def write_output(text: str, output: Path | None) -> None:
+    """stdout, or a file written to a temp name and renamed: never a half-written report."""
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    parent = output.parent if str(output.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{output.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise ReportError(f"--output: cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def finish(result: ScanResult, opts: ScanOptions) -> None:
+    """Apply the baseline, render, write, and exit with the contract's code."""
+    from scanners.baseline import Baseline
+    from scanners.report import render
+
+    if opts.baseline is not None:
+        baseline = Baseline.load(opts.baseline)
+        kept = [f for f in result.findings if not baseline.suppresses(f)]
+        result.stats.suppressed += len(result.findings) - len(kept)
+        result.findings = kept
+    color = opts.output is None and sys.stdout.isatty()
+    text = render(result, opts.fmt, show_secrets=opts.show_secrets, color=color)
+    write_output(text, opts.output)
+    for warning in result.warnings:
+        print(f"depthguard: warning: {warning}", file=sys.stderr)
+    raise typer.Exit(1 if result.findings and not opts.exit_zero else 0)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total_bytes: int) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        self._bar = Progress(
+            TextColumn("scanning"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
+        )
+        self._task = self._bar.add_task("scan", total=total_bytes)
+
+    def __enter__(self) -> _ProgressBar:
+        self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.__exit__(None, None, None)
+
+    def update(self, files: int, done: int) -> None:
+        self._bar.update(self._task, completed=done)
+
+
+@app.command("dir")
+def scan_dir(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan.")],
+    fmt: FormatOpt = "text",
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    baseline: BaselineOpt = None,
+    show_secrets: ShowOpt = False,
+    exit_zero: ExitZeroOpt = False,
+    jobs: JobsOpt = 0,
+    no_progress: NoProgressOpt = False,
+    no_gitignore: NoGitignoreOpt = False,
+    max_file_size: MaxSizeOpt = None,
+    engine: EngineOpt = "auto",
+) -> None:
+    """Scan files and directory trees."""
+    opts = ScanOptions(fmt, output, config, baseline, show_secrets, exit_zero, jobs, not no_progress, engine)
+    opts.validate()
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or directory")
+    cfg = resolve_config(opts, paths[0])
+    size_limit = parse_size(max_file_size, "", "--max-file-size") if max_file_size else cfg.max_file_size
+    eng = build_engine(cfg, engine)
+    stats = ScanStats(rules=len(eng.rules), engine=eng.backend)
+    result = ScanResult([], stats, roots=[str(p) for p in paths])
+    for root in paths:
+        source = DirectorySource(
+            root, gitignore=cfg.gitignore and not no_gitignore, excludes=cfg.exclude, max_file_size=size_limit
+        )
+        if opts.progress and sys.stderr.isatty():
+            refs = list(source.files())  # the bar needs the total up front
+            with _ProgressBar(sum(r.size for r in refs)) as bar:
+                found, part = scan_files(eng, refs, jobs=jobs, progress=bar.update)
+        else:
+            found, part = scan_files(eng, source.files(), jobs=jobs)
+        if len(paths) > 1 and root.is_dir():
+            found = [f.with_location(path=os.path.normpath(os.path.join(str(root), f.path))) for f in found]
+        result.findings.extend(found)
+        merge_stats(result.stats, part)
+        merge_stats(result.stats, source.stats)
+        result.stats.seconds += part.seconds
+    finish(result, opts)
+

@@ -1,0 +1,1 @@
+"""Scan targets: each yields chunks of bytes with a location (directory, git, image, env)."""
