@@ -119,3 +119,21 @@ def test_rules_commands() -> None:
     tested = run("rules", "test")
     assert tested.returncode == 0, tested.stdout[-2000:]
     assert "0 failures" in tested.stdout
+
+
+def test_baseline_commands(tree: Path) -> None:
+    base = tree / "known.json"
+    created = run("baseline", "create", str(tree / "src"), "-o", str(base))
+    assert created.returncode == 0, created.stderr
+    assert TOKEN not in base.read_text()
+    audit = run("baseline", "audit", str(base))
+    assert audit.returncode == 0 and "github-pat-classic" in audit.stdout and "1 entry" in audit.stdout
+    assert run("scan", "dir", str(tree / "src"), "--baseline", str(base), "--no-progress").returncode == 0
+    new = github_token("gho")
+    (tree / "src" / "more.py").write_text(f"X = '{new}'\n")
+    assert run("scan", "dir", str(tree / "src"), "--baseline", str(base), "--no-progress").returncode == 1
+    assert run("baseline", "update", str(base), str(tree / "src")).returncode == 0
+    assert run("scan", "dir", str(tree / "src"), "--baseline", str(base), "--no-progress").returncode == 0
+    ds = tree / ".secrets.baseline"
+    assert run("baseline", "create", str(tree / "src"), "--detect-secrets", "-o", str(ds)).returncode == 0
+    assert json.loads(ds.read_text())["results"]

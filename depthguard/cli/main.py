@@ -10,7 +10,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from depthguard.cli import rules_cmd, scan_cmd
+from depthguard.cli import baseline_cmd, rules_cmd, scan_cmd
 from depthguard.errors import ConfigError, DepthguardError, ReportError, RuleError, SourceError, UsageError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(scan_cmd.app, name="scan")
+app.add_typer(baseline_cmd.app, name="baseline")
 app.add_typer(rules_cmd.app, name="rules")
 
 _USER_ERRORS = (UsageError, ConfigError, SourceError, ReportError, RuleError)

@@ -142,6 +142,41 @@ class _ProgressBar:
         self._bar.update(self._task, completed=done)
 
 
+def scan_paths(
+    paths: list[Path],
+    opts: ScanOptions,
+    *,
+    gitignore: bool = True,
+    max_file_size: str | None = None,
+) -> ScanResult:
+    """Scan files and trees with the config found for the first path (no baseline applied)."""
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or directory")
+    cfg = resolve_config(opts, paths[0])
+    size_limit = parse_size(max_file_size, "", "--max-file-size") if max_file_size else cfg.max_file_size
+    eng = build_engine(cfg, opts.engine)
+    stats = ScanStats(rules=len(eng.rules), engine=eng.backend)
+    result = ScanResult([], stats, roots=[str(p) for p in paths])
+    for root in paths:
+        source = DirectorySource(
+            root, gitignore=cfg.gitignore and gitignore, excludes=cfg.exclude, max_file_size=size_limit
+        )
+        if opts.progress and sys.stderr.isatty():
+            refs = list(source.files())  # the bar needs the total up front
+            with _ProgressBar(sum(r.size for r in refs)) as bar:
+                found, part = scan_files(eng, refs, jobs=opts.jobs, progress=bar.update)
+        else:
+            found, part = scan_files(eng, source.files(), jobs=opts.jobs)
+        if len(paths) > 1 and root.is_dir():
+            found = [f.with_location(path=os.path.normpath(os.path.join(str(root), f.path))) for f in found]
+        result.findings.extend(found)
+        merge_stats(result.stats, part)
+        merge_stats(result.stats, source.stats)
+        result.stats.seconds += part.seconds
+    return result
+
+
 @app.command("dir")
 def scan_dir(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan.")],
@@ -160,29 +195,5 @@ def scan_dir(
     """Scan files and directory trees."""
     opts = ScanOptions(fmt, output, config, baseline, show_secrets, exit_zero, jobs, not no_progress, engine)
     opts.validate()
-    for p in paths:
-        if not p.exists():
-            raise UsageError(f"{p}: no such file or directory")
-    cfg = resolve_config(opts, paths[0])
-    size_limit = parse_size(max_file_size, "", "--max-file-size") if max_file_size else cfg.max_file_size
-    eng = build_engine(cfg, engine)
-    stats = ScanStats(rules=len(eng.rules), engine=eng.backend)
-    result = ScanResult([], stats, roots=[str(p) for p in paths])
-    for root in paths:
-        source = DirectorySource(
-            root, gitignore=cfg.gitignore and not no_gitignore, excludes=cfg.exclude, max_file_size=size_limit
-        )
-        if opts.progress and sys.stderr.isatty():
-            refs = list(source.files())  # the bar needs the total up front
-            with _ProgressBar(sum(r.size for r in refs)) as bar:
-                found, part = scan_files(eng, refs, jobs=jobs, progress=bar.update)
-        else:
-            found, part = scan_files(eng, source.files(), jobs=jobs)
-        if len(paths) > 1 and root.is_dir():
-            found = [f.with_location(path=os.path.normpath(os.path.join(str(root), f.path))) for f in found]
-        result.findings.extend(found)
-        merge_stats(result.stats, part)
-        merge_stats(result.stats, source.stats)
-        result.stats.seconds += part.seconds
+    result = scan_paths(paths, opts, gitignore=not no_gitignore, max_file_size=max_file_size)
     finish(result, opts)
-
