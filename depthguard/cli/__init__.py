@@ -1,4 +1,4 @@
-"""The ``depthguard`` console command: thin typer wiring; errors become messages only here."""
+"""The ``depthguard`` console command: thin click wiring; errors become messages only here."""
 
 from depthguard.cli.main import main
 

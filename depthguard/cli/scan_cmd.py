@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-import typer
+import click
 
 from depthguard.errors import ReportError, UsageError
 from scanners.allow import Allowlist
@@ -24,25 +25,48 @@ from scanners.rulepack import builtin_rules, check_unique
 from scanners.runner import merge_stats, scan_files
 from scanners.sources.directory import DirectorySource
 
-app = typer.Typer(help="Scan for hardcoded secrets.", no_args_is_help=True)
+FORMAT_NAMES = ("text", "json", "jsonl", "sarif", "baseline")
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="text, json, jsonl, sarif or baseline.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here (atomically).")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="Config file (default: .depthguard.toml found upward).")
-]
-BaselineOpt = Annotated[
-    Path | None, typer.Option("--baseline", help="Suppress findings known in this baseline.")
-]
-NoGitignoreOpt = Annotated[bool, typer.Option("--no-gitignore", help="Also scan what .gitignore excludes.")]
-MaxSizeOpt = Annotated[
-    str | None, typer.Option("--max-file-size", help="Skip larger files (e.g. 10MB; default 10MB).")
-]
-ShowOpt = Annotated[bool, typer.Option("--show-secrets", help="Print secret values (default: redacted).")]
-ExitZeroOpt = Annotated[bool, typer.Option("--exit-zero", help="Exit 0 even when secrets are found.")]
-JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: all cores).", min=0)]
-NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="Never show a progress bar.")]
-EngineOpt = Annotated[str, typer.Option("--engine", help="Prefilter: auto, hyperscan or python.")]
+PathType = click.Path(path_type=Path)
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every ``scan`` target shares (design.md's "common" line)."""
+    for decorator in reversed(
+        [
+            click.option("--format", "-f", "fmt", type=click.Choice(FORMAT_NAMES), default="text",
+                         show_default=True, help="Report format."),
+            click.option("--output", "-o", type=PathType, help="Write the report here (atomically)."),
+            click.option("--config", type=PathType,
+                         help="Config file (default: .depthguard.toml found upward)."),
+            click.option("--baseline", type=PathType, help="Suppress findings known in this baseline."),
+            click.option("--show-secrets", is_flag=True, help="Print secret values (default: redacted)."),
+            click.option("--exit-zero", is_flag=True, help="Exit 0 even when secrets are found."),
+            click.option("--jobs", "-j", type=click.IntRange(min=0), default=0,
+                         help="Worker processes (default: all cores)."),
+            click.option("--no-progress", is_flag=True, help="Never show a progress bar."),
+            click.option("--engine", type=click.Choice(["auto", "hyperscan", "python"]), default="auto",
+                         help="Prefilter engine (identical findings; hyperscan is faster)."),
+        ]
+    ):
+        fn = decorator(fn)
+    return fn
+
+
+def scan_options(kwargs: dict[str, Any]) -> ScanOptions:
+    """Pop the common options out of a command's keyword arguments."""
+    opts = ScanOptions(
+        kwargs.pop("fmt"), kwargs.pop("output"), kwargs.pop("config"), kwargs.pop("baseline"),
+        kwargs.pop("show_secrets"), kwargs.pop("exit_zero"), kwargs.pop("jobs"),
+        not kwargs.pop("no_progress"), kwargs.pop("engine"),
+    )
+    opts.validate()
+    return opts
+
+
+@click.group("scan", no_args_is_help=True)
+def app() -> None:
+    """Scan for hardcoded secrets."""
 
 
 @dataclass
@@ -117,7 +141,7 @@ def finish(result: ScanResult, opts: ScanOptions) -> None:
     write_output(text, opts.output)
     for warning in result.warnings:
         print(f"depthguard: warning: {warning}", file=sys.stderr)
-    raise typer.Exit(1 if result.findings and not opts.exit_zero else 0)
+    raise click.exceptions.Exit(1 if result.findings and not opts.exit_zero else 0)
 
 
 class _ProgressBar:
@@ -178,22 +202,12 @@ def scan_paths(
 
 
 @app.command("dir")
-def scan_dir(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan.")],
-    fmt: FormatOpt = "text",
-    output: OutputOpt = None,
-    config: ConfigOpt = None,
-    baseline: BaselineOpt = None,
-    show_secrets: ShowOpt = False,
-    exit_zero: ExitZeroOpt = False,
-    jobs: JobsOpt = 0,
-    no_progress: NoProgressOpt = False,
-    no_gitignore: NoGitignoreOpt = False,
-    max_file_size: MaxSizeOpt = None,
-    engine: EngineOpt = "auto",
-) -> None:
+@click.argument("paths", nargs=-1, required=True, type=PathType)
+@common_options
+@click.option("--no-gitignore", is_flag=True, help="Also scan what .gitignore excludes.")
+@click.option("--max-file-size", help="Skip larger files (e.g. 10MB; default 10MB).")
+def scan_dir(paths: tuple[Path, ...], no_gitignore: bool, max_file_size: str | None, **common: Any) -> None:
     """Scan files and directory trees."""
-    opts = ScanOptions(fmt, output, config, baseline, show_secrets, exit_zero, jobs, not no_progress, engine)
-    opts.validate()
-    result = scan_paths(paths, opts, gitignore=not no_gitignore, max_file_size=max_file_size)
+    opts = scan_options(common)
+    result = scan_paths(list(paths), opts, gitignore=not no_gitignore, max_file_size=max_file_size)
     finish(result, opts)
