@@ -79,6 +79,29 @@ class _Lines:
         return hit
 
 
+class _Columns:
+    """Byte offset -> 1-based character column. Offsets arrive mostly in increasing order, so each
+    line is decoded incrementally from the previous offset: many findings on one huge (minified or
+    hostile) line then cost one pass over it, not one per finding."""
+
+    def __init__(self, data: bytes, lines: _Lines) -> None:
+        self._data = data
+        self._lines = lines
+        self._line_lo = -1
+        self._pos = 0
+        self._col = 1
+
+    def at(self, offset: int, line_of: int) -> int:
+        """Column of ``offset`` counted from the start of the line holding byte ``line_of`` (the
+        first byte of a secret for its start; its last byte for its exclusive end)."""
+        lo, _ = self._lines.bounds(line_of)
+        if lo != self._line_lo or offset < self._pos:
+            self._line_lo, self._pos, self._col = lo, lo, 1
+        self._col += len(decode_value(self._data[self._pos : offset]))
+        self._pos = offset
+        return self._col
+
+
 def decode_value(raw: bytes) -> str:
     """UTF-8 when it is, else latin-1 (every byte maps), so a finding never fails to decode."""
     try:
@@ -128,7 +151,8 @@ class Engine:
             return []
         # pairing first: an unpaired pair-only hit must not win a dedupe and then vanish
         hits = self._dedupe(self._pair(hits, lines))
-        return [self._finding(h, data, lines, path, source) for h in hits]
+        columns = _Columns(data, lines)
+        return [self._finding(h, columns, lines, path, source) for h in hits]
 
     def _confirm(
         self, rule: Rule, idx: int, m: re.Match[bytes], data: bytes, lines: _Lines, path: str
@@ -169,11 +193,15 @@ class Engine:
             return (int(r.generic), _CONFIDENCE_RANK[r.confidence], h.rule_index)
 
         kept: list[_Hit] = []
-        for h in sorted(hits, key=rank):
-            if any(h.start < k.end and k.start < h.end for k in kept):
+        starts: list[int] = []  # kept hits never overlap each other: sorted by start, a bisect
+        for h in sorted(hits, key=rank):  # finds the only two neighbours that could overlap
+            i = bisect.bisect_left(starts, h.start)
+            if i > 0 and kept[i - 1].end > h.start:
                 continue
-            kept.append(h)
-        kept.sort(key=lambda h: (h.start, h.rule_index))
+            if i < len(kept) and kept[i].start < h.end:
+                continue
+            starts.insert(i, h.start)
+            kept.insert(i, h)
         return kept
 
     def _pair(self, hits: list[_Hit], lines: _Lines) -> list[_Hit]:
@@ -191,12 +219,10 @@ class Engine:
             out.append(h)
         return out
 
-    def _finding(self, h: _Hit, data: bytes, lines: _Lines, path: str, source: str) -> Finding:
+    def _finding(self, h: _Hit, columns: _Columns, lines: _Lines, path: str, source: str) -> Finding:
         rule = self.rules[h.rule_index]
-        lo, _ = lines.bounds(h.start)
-        column = len(decode_value(data[lo : h.start])) + 1
-        end_lo, _ = lines.bounds(max(h.start, h.end - 1))
-        end_column = len(decode_value(data[end_lo : h.end])) + 1
+        column = columns.at(h.start, h.start)
+        end_column = columns.at(h.end, h.end - 1)
         confidence = "high" if h.paired else rule.confidence
         return Finding(
             rule_id=rule.id,
