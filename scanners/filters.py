@@ -49,6 +49,9 @@ _ANGLE_PLACEHOLDER = re.compile(r"<[A-Za-z_][\w .:/-]{0,60}>|&lt;[A-Za-z_]|^<[A-
 # 2048-bit PEM bodies), so in long values they count only as a word: at an edge on one side and not
 # running on into lower-case letters on the other (``fake_token_…``, ``fakeToken``, ``…-TODO``; not
 # ``…-Tbdyo…`` in a dash-separated random token). In short values they count anywhere.
+# ``...`` elides part of a documented value (``sk-...``, ``ghp_abc...xyz``, ``AbC#1...!4x``); a value
+# with three or more kinds of generator symbols (``61HN~0u...m7S%Sw!``) is a password with dots.
+_SYMBOLS = re.compile(r"[!#$%&*+,;=?@^|~]")
 _SHORT_PLACEHOLDER = re.compile(r"(?i)fake|todo|tbd")
 _SHORT_PLACEHOLDER_EDGE = re.compile(
     r"(?:^|[^A-Za-z0-9])(?i:fake|todo|tbd)(?:[^a-z]|$)|(?:^|[^a-z])(?i:fake|todo|tbd)(?:[^A-Za-z0-9]|$)"
@@ -56,7 +59,7 @@ _SHORT_PLACEHOLDER_EDGE = re.compile(
 # Masks and keyboard runs; an 8-long ordered run (``12345678``, ``abcdefgh``) has odds ~1e-13 in a
 # random token, so it marks a hand-typed dummy (``sk_test_1234567890``) for every rule.
 _MASK = re.compile(
-    r"x{4,}|X{4,}|\*{3,}|\.{3,}|…|•{2,}|#{4,}|_{4,}|-{6,}|0{8,}|(?i:(abc|123|xyz|abcd){3,})"
+    r"x{4,}|X{4,}|\*{3,}|…|•{2,}|#{4,}|_{4,}|-{6,}|0{8,}|(?i:(abc|123|xyz|abcd){3,})"
     r"|12345678|87654321|(?i:abcdefgh|qwertyui)"
 )
 
@@ -138,21 +141,30 @@ _NAME_TOKEN = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+|[^A-Za-z0-9]+")
 
 
 def _is_name_segment(seg: str) -> bool:
+    """Whether one segment of a dotted value reads as an identifier (see ``_NAME_TOKEN``). Random
+    tokens split into many 1-2 letter parts (``lbLNbEqJ``: lb L Nb Eq J) or carry digits between
+    letters more than once (``S0luc8B``); names do not."""
     core = seg.strip("_$")
     if len(core) <= 1:
         return core == "" or core.isalpha()
     prev = ""
+    words = short = inner_digits = 0
     for tok in _NAME_TOKEN.findall(core):
         if tok.isdigit():
             if len(tok) > 2 or not prev.isalpha():
                 return False
+            inner_digits += 1
         elif tok.isalpha():
             if not tok.isupper() and len(tok) < 2:
                 return False
+            words += 1
+            short += len(tok) <= 2
         elif set(tok) != {"_"}:
             return False
         prev = tok
-    return True
+    if core[-1].isdigit():
+        inner_digits -= 1  # a trailing version number (``db2``) is a name
+    return inner_digits < 2 and not (words >= 3 and short * 2 > words)
 _PATHLIKE = re.compile(r"^(?:[./~]|[A-Za-z]:\\)[\w./\\-]*$|^[\w-]+(?:/[\w.-]+)+$|^https?://[^:@/]+(?:/|$)")
 _NON_SECRET_KEYS = re.compile(
     r"(?i)(?:_|-|\b)(?:url|uri|path|file|filename|dir|name|type|length|len|size|field|label|prompt|"
@@ -160,6 +172,8 @@ _NON_SECRET_KEYS = re.compile(
     r"count|min|max|id|ids|version|algorithm|alg|mode|enabled|required|prefix|suffix|hash|digest|"
     r"reset|confirm|confirmation|validation|validator|strength|rules?|message|msg|error|help|"
     r"description|title|text|input|column|param|key_id|keyid|"
+    # opaque pagination / concurrency tokens of APIs (``NextToken``, ``PolicyUpdateToken``)
+    r"next_token|page_token|update_token|continuation_token|pagination_token|sync_token|"
     # added: UI and schema vocabulary that names a thing *about* a secret, not the secret
     r"hashed|encrypted|expiration|lifetime|age|rotation|changed|updated|created|last|"
     r"selector|locator|xpath|element|button|btn|link|page|route|view|template|attr|attribute|icon|"
@@ -198,6 +212,8 @@ def is_placeholder(c: Candidate) -> bool:
     if any(w in low for w in _PLACEHOLDER_WORDS) or _MASK.search(c.secret):
         return True
     if _ANGLE_PLACEHOLDER.search(c.secret):
+        return True
+    if "..." in c.secret and len(set(_SYMBOLS.findall(c.secret))) < 3:
         return True
     short = _SHORT_PLACEHOLDER_EDGE if len(c.secret) > 24 else _SHORT_PLACEHOLDER
     return bool(short.search(c.secret))
@@ -313,7 +329,9 @@ def is_word_like_generic(c: Candidate) -> bool:
 # Client-side keys that vendors publish in web pages by design: Mapbox public tokens (``pk.eyJ…``; the
 # secret ones are ``sk.eyJ…``) and Stripe-style publishable keys (Stripe, Clerk, Paystack, Checkout.com:
 # ``pk_live_``, ``pk_test_``, ``pk_sbox_``). ClickUp's ``pk_<digits>_`` tokens are secret and differ.
-_PUBLISHABLE = re.compile(r"^(?:pk\.eyJ[A-Za-z0-9_-]{8,}|pk_(?:live|test|sbox)_[A-Za-z0-9_-]{8,}|FLWPUBK(?:_TEST)?-)")
+_PUBLISHABLE = re.compile(
+    r"^(?:pk\.eyJ[A-Za-z0-9_-]{8,}|pk_(?:live|test|sbox)_[A-Za-z0-9_-]{8,}|FLWPUBK(?:_TEST)?-)"
+)
 
 
 def is_publishable_key(c: Candidate) -> bool:
@@ -360,10 +378,11 @@ def _is_quoted(c: Candidate) -> bool:
 
 # Code shapes of an unquoted value: a call or index on a name (``get(x)``, ``creds[0]``, ``t.pw}``), a
 # leading bracket or ``%{``, a YAML alias/anchor or decorator-like name (``*db_pass``, ``&x``,
-# ``@var``), a bare YAML tag (``!vault``, ``!!binary``), markup (``abc</td>``). A leading ``*``, ``&``,
-# ``%`` or ``!`` followed by random characters is a generated secret.
+# ``@var``), a bare YAML tag (``!vault``, ``!!binary``), markup (``abc</td>``), a regex class (``[0-9]+``).
+# A leading ``*``, ``&``, ``%`` or ``!`` followed by random characters is a generated secret.
 _UNQUOTED_CODE = re.compile(
-    r"^[A-Za-z_$][\w$.]*(?:\(.*\)|\[.*\]|[(\[][\w$.]*|[)\]}]+)$|^[(\[{]|^%[({]|^[*&@][A-Za-z_][\w.-]*$"
+    r"^[A-Za-z_$][\w$.]*(?:\(.*\)|\[.*\]|[(\[](?:[\w$.]*|[^\w\s]*)|[)\]}]+)$|^[(\[{]|^%[({]"
+    r"|^[*&@][A-Za-z_][\w.-]*$|\[[^\]]{1,20}\][*+?{]"
     r"|^!!?[A-Za-z][A-Za-z0-9_/:.-]*$|[<>]"
 )
 

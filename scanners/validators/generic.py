@@ -174,26 +174,40 @@ _B64_PADDED = re.compile(rb"(?:[A-Za-z0-9+/_-]{4})*[A-Za-z0-9+/_-]{2,3}={1,2}")
 # (``x</td>``), a keyword. Other punctuation is a literal: generated .env secrets contain ``(``,
 # ``)``, ``!``, ``^`` and may start with ``*``, ``&`` or ``%``.
 _UNQUOTED_CODE = re.compile(
-    rb"^[A-Za-z_$][\w$.]*(?:\(.*\)|\[.*\]|[(\[][\w$.]*|[)\]}]+)$|^[(\[{]|^%[({]|^[*&@][A-Za-z_][\w.-]*$"
+    rb"^[A-Za-z_$][\w$.]*(?:\(.*\)|\[.*\]|[(\[](?:[\w$.]*|[^\w\s]*)|[)\]}]+)$|^[(\[{]|^%[({]"
+    rb"|^[*&@][A-Za-z_][\w.-]*$|\[[^\]]{1,20}\][*+?{]"
     rb"|^!!?[A-Za-z][A-Za-z0-9_/:.-]*$|[<>]|^(?:new|await|function|lambda|fn)\b"
 )
 # Prose, not a secret: three or more words separated by single spaces (``put your unique phrase here``).
 _PROSE = re.compile(rb"^[A-Za-z][a-z']*(?: [A-Za-z][a-z']*[.,!]?){2,}$")
 
 
+_INTERPOLATION = re.compile(rb"\{[A-Za-z_][\w.]*(?:\(|\}|\[|$)")
+
+
 def generic_assignment(secret: bytes, m: re.Match[bytes]) -> bool:
     """Generic assignments: an unquoted value that is code (``get_password()``, ``creds[0]``,
     ``*alias``) is not a literal; a value ending in ``=`` must be padded base64; a quoted value made
-    of plain words is prose; a setter-call form (``x("v")``) must be a quoted literal passed to a
+    of plain words is prose; the comma form (``"password", "v"``) must be quoted; a setter-call
+    form (``x("v")``) must be a quoted literal passed to a
     ``set…``/``with…`` method or a builder call (``.password("v")``)."""
     quoted = "q" in m.re.groupindex and bool(m.group("q"))
+    if _INTERPOLATION.match(secret):
+        return False  # f-string / template interpolation: ``"{user.password}"``, ``"{make(pw)}"``
+    sep = m.group("sep").strip() if "sep" in m.re.groupindex and m.group("sep") else b""
+    if "key" in m.re.groupindex and m.group("key") and sep.startswith(b":"):
+        key_start = m.start("key")
+        if key_start > 0 and m.string[key_start - 1 : key_start] in (b"$", b"{"):
+            return False  # shell expansion (``-v "$PWD:/src"``), not a ``key: value`` pair
     if not quoted and secret.endswith(b"=") and not _B64_PADDED.fullmatch(secret):
         return False  # unquoted "x=" is the next assignment (``a=b= …``); quotes delimit the value
     if _PROSE.match(secret):
         return False
-    if not quoted and _UNQUOTED_CODE.search(secret):
-        return False
-    if "sep" in m.re.groupindex and m.group("sep") and m.group("sep").strip() == b"(":
+    if not quoted and (_UNQUOTED_CODE.search(secret) or secret.startswith(b"=")):
+        return False  # code, or a comparison (``a==b``)
+    if sep.endswith(b",") and not quoted:
+        return False  # ``f("password", expr)``: the comma form passes a literal only when quoted
+    if sep == b"(":
         key = (m.group("key") or b"").lower() if "key" in m.re.groupindex else b""
         builder = key.startswith(b".") or m.group(0)[:1] == b"."
         key = re.split(rb"\.|->|::", key)[-1]
