@@ -1,0 +1,475 @@
+"""Git repositories: whole history (each unique blob once), a commit range, or the staged changes.
+
+History is scanned by content, not by commit: ``git rev-list --objects`` names every blob reachable
+from the chosen refs exactly once, ``git cat-file --batch`` streams them, and only the few blobs with
+findings are traced back to the commit that introduced them (one ``git log --raw`` pass). Reading
+``git log -p`` instead would re-read the same content once per commit that touches it.
+
+Never writes to the repository; never logs blob contents.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO
+
+from depthguard.errors import SourceError
+from scanners.decode import prepare
+from scanners.engine import Engine
+from scanners.finding import Finding
+from scanners.result import ScanStats
+from scanners.runner import default_jobs, merge_stats
+
+DEFAULT_MAX_BLOB_SIZE = 10 * 1024 * 1024
+PARALLEL_MIN_BYTES = 64 * 1024 * 1024
+_HUNK = re.compile(rb"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+def decode_path(raw: bytes) -> str:
+    """Git paths are bytes; a non-UTF-8 name is shown with escapes rather than failing the scan."""
+    return raw.decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    sha: str
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    sha: str
+    author: str
+    email: str
+    date: str
+    message: str
+    path: str
+    """The blob's path in that commit."""
+    order: int = 0
+    """Position in the oldest-first walk: a total order even when commit dates tie."""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"sha": self.sha, "author": self.author, "email": self.email, "date": self.date,
+                "message": self.message}
+
+
+@dataclass
+class GitScan:
+    findings: list[Finding]
+    stats: ScanStats
+    warnings: list[str] = field(default_factory=list)
+
+
+class Repo:
+    """A thin, checked wrapper over the git command line for one repository."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SourceError(f"{path}: no such file or directory")
+        try:
+            top = self.git("rev-parse", "--show-toplevel", check=False)
+        except FileNotFoundError as exc:
+            raise SourceError("git: command not found (depthguard scan git needs git on PATH)") from exc
+        if top.returncode != 0:
+            bare = self.git("rev-parse", "--is-bare-repository", check=False)
+            if bare.returncode != 0 or bare.stdout.strip() != b"true":
+                raise SourceError(f"{path}: not a git repository")
+
+    def git(
+        self, *args: str, check: bool = True, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            ["git", "-C", str(self.path), "-c", "core.quotePath=false", *args],
+            input=stdin,
+            capture_output=True,
+        )
+        if check and proc.returncode != 0:
+            first = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise SourceError(f"git {args[0]}: {first[0] if first else 'failed'} (in {self.path})")
+        return proc
+
+    def has_commits(self) -> bool:
+        return self.git("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+
+    def is_shallow(self) -> bool:
+        return self.git("rev-parse", "--is-shallow-repository", check=False).stdout.strip() == b"true"
+
+    def shallow_boundary(self) -> list[str]:
+        git_dir = self.git("rev-parse", "--git-dir").stdout.decode().strip()
+        shallow = Path(git_dir) if os.path.isabs(git_dir) else self.path / git_dir
+        shallow = shallow / "shallow"
+        try:
+            return shallow.read_text().split()
+        except OSError:
+            return []
+
+    def verify(self, rev: str, option: str) -> None:
+        if self.git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False).returncode != 0:
+            raise SourceError(f"{option}: unknown revision {rev!r}")
+
+
+class GitHistorySource:
+    """Unique blobs reachable from refs (all by default), or added by a commit range."""
+
+    def __init__(
+        self,
+        repo: Repo,
+        *,
+        branch: str | None = None,
+        rev_range: str | None = None,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    ) -> None:
+        self.repo = repo
+        self.branch = branch
+        self.rev_range = rev_range
+        self.max_blob_size = max_blob_size
+        self.stats = ScanStats()
+        self.warnings: list[str] = []
+
+    def _rev_args(self) -> list[str]:
+        if self.rev_range:
+            return [self.rev_range]
+        if self.branch:
+            return [self.branch]
+        return ["--all"]
+
+    def blobs(self) -> list[Blob]:
+        """Every blob once, with the first path it was seen at; sizes from ``--batch-check``."""
+        listing = self.repo.git("rev-list", "--objects", "--missing=print", *self._rev_args(), "--")
+        names: dict[bytes, bytes] = {}
+        for line in listing.stdout.splitlines():
+            if line.startswith(b"?"):
+                self.warnings.append(f"missing object {line[1:41].decode()} (corrupt or partial clone)")
+                continue
+            sha, _, path = line.partition(b" ")
+            if path:
+                names.setdefault(sha, path)
+        if not names:
+            return []
+        check = self.repo.git(
+            "cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)",
+            stdin=b"\n".join(names) + b"\n", check=False,
+        )
+        blobs: list[Blob] = []
+        for line in check.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == b"missing":
+                self.warnings.append(f"missing object {parts[0].decode()}")
+                continue
+            if len(parts) != 3 or parts[1] != b"blob":
+                continue
+            size = int(parts[2])
+            if size > self.max_blob_size:
+                self.stats.skip("too-large")
+                continue
+            blobs.append(Blob(parts[0].decode(), decode_path(names[parts[0]]), size))
+        return blobs
+
+
+def _read_exact(stream: IO[bytes], n: int) -> bytes:
+    data = stream.read(n)
+    if data is None or len(data) != n:
+        raise EOFError
+    return data
+
+
+def iter_blob_contents(
+    repo_path: str, shas: Sequence[str], warnings: list[str]
+) -> Iterator[tuple[str, bytes]]:
+    """Stream blob contents through one ``git cat-file --batch``; a corrupt object is reported and
+    the stream restarts after it, so one bad object never ends the scan."""
+    pending = list(shas)
+    while pending:
+        proc = subprocess.Popen(
+            ["git", "-C", repo_path, "cat-file", "--batch"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def feed(items: list[str], pipe: IO[bytes]) -> None:  # a thread: a full pipe must not deadlock us
+            try:
+                for sha in items:
+                    pipe.write(sha.encode() + b"\n")
+                pipe.close()
+            except (BrokenPipeError, ValueError):
+                pass
+
+        feeder = threading.Thread(target=feed, args=(pending, proc.stdin), daemon=True)
+        feeder.start()
+        done = 0
+        try:
+            for sha in pending:
+                header = proc.stdout.readline()
+                if not header:
+                    raise EOFError
+                parts = header.split()
+                if len(parts) >= 2 and parts[1] == b"missing":
+                    warnings.append(f"missing object {sha}")
+                    done += 1
+                    continue
+                size = int(parts[2])
+                data = _read_exact(proc.stdout, size)
+                _read_exact(proc.stdout, 1)  # the newline after each object
+                done += 1
+                yield sha, data
+            pending = []
+        except (EOFError, ValueError, IndexError):
+            bad = pending[done] if done < len(pending) else "?"
+            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if proc.stderr else []
+            warnings.append(f"cannot read object {bad}: {err[-1] if err else 'git cat-file failed'}")
+            pending = pending[done + 1 :]
+        finally:
+            proc.kill()
+            proc.wait()
+            feeder.join(timeout=1)
+
+
+_JOB: tuple[Engine, str, dict[str, str]] | None = None  # (engine, repo path, sha -> path), set before fork
+
+
+def _scan_shard(shas: list[str]) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
+    assert _JOB is not None
+    engine, repo_path, paths = _JOB
+    stats = ScanStats()
+    warnings: list[str] = []
+    found: dict[str, list[Finding]] = {}
+    for sha, raw in iter_blob_contents(repo_path, shas, warnings):
+        data = prepare(raw)
+        if data is None:
+            stats.skip("binary")
+            continue
+        stats.files += 1
+        stats.bytes += len(data)
+        hits = engine.scan(data, paths[sha], "git")
+        if hits:
+            found[sha] = hits
+    return found, stats, warnings
+
+
+def scan_blobs(
+    engine: Engine, repo: Repo, blobs: Sequence[Blob], jobs: int = 0
+) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
+    """Scan blob contents, sharded over forked workers (each with its own ``cat-file``) when large."""
+    global _JOB
+    jobs = jobs or default_jobs()
+    total = sum(b.size for b in blobs)
+    _JOB = (engine, str(repo.path), {b.sha: b.path for b in blobs})
+    stats = ScanStats()
+    warnings: list[str] = []
+    found: dict[str, list[Finding]] = {}
+    try:
+        if jobs == 1 or total < PARALLEL_MIN_BYTES or "fork" not in mp.get_all_start_methods():
+            parts = [_scan_shard([b.sha for b in blobs])]
+        else:
+            shards: list[list[str]] = [[] for _ in range(jobs * 4)]
+            sizes = [0] * len(shards)
+            for b in sorted(blobs, key=lambda b: -b.size):  # greedy balance by bytes
+                i = sizes.index(min(sizes))
+                shards[i].append(b.sha)
+                sizes[i] += b.size
+            with mp.get_context("fork").Pool(jobs) as pool:
+                parts = pool.map(_scan_shard, [s for s in shards if s])
+        for part_found, part_stats, part_warnings in parts:
+            found.update(part_found)
+            merge_stats(stats, part_stats)
+            warnings.extend(part_warnings)
+    finally:
+        _JOB = None
+    return found, stats, warnings
+
+
+def introductions(repo: Repo, shas: Iterable[str], rev_args: Sequence[str]) -> dict[str, CommitInfo]:
+    """The oldest commit (in the scanned refs) whose diff adds each blob, in one ``git log`` pass.
+
+    Only blobs with findings are asked about: this mapping is the expensive part of history scanning.
+    """
+    wanted = set(shas)
+    if not wanted:
+        return {}
+    out = repo.git(
+        "log", "--reverse", "--raw", "--no-abbrev", "--no-renames",
+        "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--",
+    ).stdout
+    found: dict[str, CommitInfo] = {}
+    header: list[bytes] = []
+    position = 0
+    for line in out.split(b"\n"):
+        if line.startswith(b"\x01"):
+            header = line[1:].split(b"\x00")
+            position += 1
+            continue
+        if not line.startswith(b":") or len(header) < 5:
+            continue
+        meta, _, path = line.partition(b"\t")
+        fields = meta.split()
+        if len(fields) < 5:
+            continue
+        new_sha = fields[3].decode()
+        if new_sha in wanted and new_sha not in found:
+            found[new_sha] = CommitInfo(
+                header[0].decode(), decode_path(header[1]), decode_path(header[2]), header[3].decode(),
+                decode_path(header[4]), decode_path(path), position,
+            )
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def head_blobs(repo: Repo) -> set[str]:
+    if not repo.has_commits():
+        return set()
+    listing = repo.git("ls-tree", "-r", "-z", "HEAD").stdout
+    return {entry.split(b"\t")[0].split()[2].decode() for entry in listing.split(b"\0") if b" blob " in entry}
+
+
+def submodules(repo: Repo) -> list[str]:
+    if not repo.has_commits():
+        return []
+    listing = repo.git("ls-tree", "-r", "-z", "HEAD").stdout
+    return [decode_path(e.split(b"\t", 1)[1]) for e in listing.split(b"\0") if e.startswith(b"160000 ")]
+
+
+def scan_history(
+    engine: Engine,
+    repo: Repo,
+    *,
+    branch: str | None = None,
+    rev_range: str | None = None,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    jobs: int = 0,
+    recurse_submodules: bool = False,
+    prefix: str = "",
+) -> GitScan:
+    """Findings in history, one per (rule, secret, path), attributed to the introducing commit."""
+    source = GitHistorySource(repo, branch=branch, rev_range=rev_range, max_blob_size=max_blob_size)
+    warnings: list[str] = []
+    if not repo.has_commits():
+        warnings.append(f"{repo.path}: the repository has no commits yet")
+        return GitScan([], source.stats, warnings)
+    if repo.is_shallow():
+        boundary = repo.shallow_boundary()
+        warnings.append(
+            f"shallow clone: history before {len(boundary)} boundary commit(s) "
+            f"({', '.join(c[:12] for c in boundary[:5])}) was not reachable and not scanned"
+        )
+    blobs = source.blobs()
+    found, stats, scan_warnings = scan_blobs(engine, repo, blobs, jobs)
+    merge_stats(stats, source.stats)
+    warnings.extend(source.warnings + scan_warnings)
+    intro = introductions(repo, found, source._rev_args())
+    at_head = head_blobs(repo)
+    head_prints = {f.fingerprint for sha, fs in found.items() if sha in at_head for f in fs}
+    best: dict[tuple[str, str, str], tuple[int, Finding]] = {}
+    unknown = 1 << 62  # blobs git log did not attribute (e.g. only reachable from a stash) sort last
+    for sha, fs in found.items():
+        info = intro.get(sha)
+        order = info.order if info else unknown
+        for f in fs:
+            path = prefix + (info.path if info else f.path)
+            f = replace(
+                f,
+                path=path,
+                source="git",
+                commit=info.to_dict() if info else None,
+                extra={"present_at_head": f.fingerprint in head_prints, "blob": sha},
+            )
+            key = (f.rule_id, f.fingerprint, path)
+            if key not in best or order < best[key][0]:
+                best[key] = (order, f)
+    findings = sorted((f for _, f in best.values()), key=lambda f: (f.path, f.line, f.rule_id))
+    for sub in submodules(repo):
+        if not recurse_submodules:
+            warnings.append(f"submodule {sub} not scanned (use --recurse-submodules)")
+            continue
+        sub_path = repo.path / sub
+        if not (sub_path / ".git").exists():
+            warnings.append(f"submodule {sub} is not checked out: not scanned")
+            continue
+        inner = scan_history(engine, Repo(sub_path), max_blob_size=max_blob_size, jobs=jobs,
+                             recurse_submodules=True, prefix=f"{prefix}{sub}/")
+        findings.extend(inner.findings)
+        merge_stats(stats, inner.stats)
+        warnings.extend(inner.warnings)
+    return GitScan(findings, stats, warnings)
+
+
+def staged_added_lines(repo: Repo) -> dict[bytes, set[int]]:
+    """Path -> line numbers (in the staged file) that the index adds relative to HEAD."""
+    base = "HEAD" if repo.has_commits() else EMPTY_TREE
+    diff = repo.git("diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--no-renames",
+                    "--diff-filter=ACMRT", base, "--").stdout
+    added: dict[bytes, set[int]] = {}
+    current: bytes | None = None
+    for line in diff.split(b"\n"):
+        if line.startswith(b"+++ "):
+            target = line[4:]
+            current = target[2:] if target.startswith(b"b/") else None
+            if current is not None:
+                added.setdefault(current, set())
+        elif line.startswith(b"@@") and current is not None:
+            m = _HUNK.match(line)
+            if m:
+                start, count = int(m.group(1)), int(m.group(2) or b"1")
+                added[current].update(range(start, start + count))
+    return added
+
+
+def scan_staged(engine: Engine, repo: Repo, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE) -> GitScan:
+    """Only what ``git commit`` would add: the staged version of each changed file is scanned whole
+    (so multi-line secrets keep their context) and findings on unchanged lines are dropped."""
+    stats = ScanStats()
+    warnings: list[str] = []
+    added = staged_added_lines(repo)
+    if not added:
+        return GitScan([], stats, warnings)
+    index = repo.git("ls-files", "--stage", "-z").stdout
+    staged: dict[bytes, str] = {}
+    for entry in index.split(b"\0"):
+        meta, _, path = entry.partition(b"\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[2] == b"0" and path in added:
+            staged[path] = parts[1].decode()
+    sizes = repo.git("cat-file", "--batch-check=%(objectname) %(objectsize)",
+                     stdin=b"".join(s.encode() + b"\n" for s in staged.values())).stdout
+    size_of = {p.split()[0].decode(): int(p.split()[1]) for p in sizes.splitlines() if len(p.split()) == 2}
+    wanted = {sha: path for path, sha in staged.items() if size_of.get(sha, 0) <= max_blob_size}
+    if len(staged) > len(wanted):
+        stats.skip("too-large", len(staged) - len(wanted))
+    findings: list[Finding] = []
+    for sha, raw in iter_blob_contents(str(repo.path), list(wanted), warnings):
+        data = prepare(raw)
+        if data is None:
+            stats.skip("binary")
+            continue
+        stats.files += 1
+        stats.bytes += len(data)
+        path = wanted[sha]
+        lines = added[path]
+        for f in engine.scan(data, decode_path(path), "git"):
+            if f.line in lines:
+                findings.append(replace(f, extra={"staged": True}))
+    findings.sort(key=lambda f: (f.path, f.line, f.rule_id))
+    return GitScan(findings, stats, warnings)
+
+
+__all__ = [
+    "DEFAULT_MAX_BLOB_SIZE",
+    "Blob",
+    "CommitInfo",
+    "GitHistorySource",
+    "GitScan",
+    "Repo",
+    "scan_history",
+    "scan_staged",
+]
+
