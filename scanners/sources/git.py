@@ -43,6 +43,8 @@ class Blob:
     sha: str
     path: str
     size: int
+    raw_path: bytes = b""
+    """The path as git stores it (bytes), for passing back to git as a pathspec."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,8 @@ class GitHistorySource:
             if size > self.max_blob_size:
                 self.stats.skip("too-large")
                 continue
-            blobs.append(Blob(parts[0].decode(), decode_path(names[parts[0]]), size))
+            raw = names[parts[0]]
+            blobs.append(Blob(parts[0].decode(), decode_path(raw), size, raw))
         return blobs
 
 
@@ -288,17 +291,48 @@ def scan_blobs(
     return found, stats, warnings
 
 
-def introductions(repo: Repo, shas: Iterable[str], rev_args: Sequence[str]) -> dict[str, CommitInfo]:
-    """The oldest commit (in the scanned refs) whose diff adds each blob, in one ``git log`` pass.
+def introductions(
+    repo: Repo, shas: Iterable[str], rev_args: Sequence[str], paths: Iterable[bytes] = ()
+) -> dict[str, CommitInfo]:
+    """The oldest commit (in the scanned refs) whose diff adds each blob.
 
-    Only blobs with findings are asked about: this mapping is the expensive part of history scanning.
+    Only blobs with findings are asked about: this mapping is the expensive part of history
+    scanning. A first pass is limited to those blobs' paths (git then prunes every other tree
+    diff); a blob it cannot place (it was added under another name and renamed) gets a full pass.
     """
     wanted = set(shas)
-    if not wanted:
-        return {}
+    found: dict[str, CommitInfo] = {}
+    pathspecs = [os.fsdecode(p) for p in set(paths) if p]
+    if wanted and pathspecs:
+        found = _log_pass(repo, wanted, rev_args, pathspecs)
+        for sha in _already_in_parent(repo, found):
+            del found[sha]  # a rename: the first add under this name is not the introduction
+    missing = wanted - set(found)
+    if missing:
+        found.update(_log_pass(repo, missing, rev_args, []))
+    return found
+
+
+def _already_in_parent(repo: Repo, found: dict[str, CommitInfo]) -> list[str]:
+    """Blobs whose 'introducing' commit's first parent already had them (one tree listing per
+    commit, not a history walk)."""
+    by_commit: dict[str, list[str]] = {}
+    for sha, info in found.items():
+        by_commit.setdefault(info.sha, []).append(sha)
+    stale: list[str] = []
+    for commit, shas in by_commit.items():
+        present = tree_blobs(repo, f"{commit}^")  # None for a root commit: nothing existed before
+        if present:
+            stale.extend(sha for sha in shas if sha in present)
+    return stale
+
+
+def _log_pass(
+    repo: Repo, wanted: set[str], rev_args: Sequence[str], pathspecs: list[str]
+) -> dict[str, CommitInfo]:
     out = repo.git(
-        "log", "--reverse", "--raw", "--no-abbrev", "--no-renames",
-        "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--",
+        "--literal-pathspecs", "log", "--reverse", "--raw", "--no-abbrev", "--no-renames",
+        "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--", *pathspecs,
     ).stdout
     found: dict[str, CommitInfo] = {}
     header: list[bytes] = []
@@ -325,11 +359,16 @@ def introductions(repo: Repo, shas: Iterable[str], rev_args: Sequence[str]) -> d
     return found
 
 
+def tree_blobs(repo: Repo, rev: str) -> set[str] | None:
+    """Blob ids in the tree of ``rev``, or None when ``rev`` does not name a tree."""
+    listing = repo.git("ls-tree", "-r", "-z", rev, check=False)
+    if listing.returncode != 0:
+        return None
+    return {e.split(b"\t")[0].split()[2].decode() for e in listing.stdout.split(b"\0") if b" blob " in e}
+
+
 def head_blobs(repo: Repo) -> set[str]:
-    if not repo.has_commits():
-        return set()
-    listing = repo.git("ls-tree", "-r", "-z", "HEAD").stdout
-    return {entry.split(b"\t")[0].split()[2].decode() for entry in listing.split(b"\0") if b" blob " in entry}
+    return (tree_blobs(repo, "HEAD") or set()) if repo.has_commits() else set()
 
 
 def submodules(repo: Repo) -> list[str]:
@@ -366,7 +405,8 @@ def scan_history(
     found, stats, scan_warnings = scan_blobs(engine, repo, blobs, jobs)
     merge_stats(stats, source.stats)
     warnings.extend(source.warnings + scan_warnings)
-    intro = introductions(repo, found, source._rev_args())
+    raw_paths = {b.sha: b.raw_path for b in blobs}
+    intro = introductions(repo, found, source._rev_args(), (raw_paths[sha] for sha in found))
     at_head = head_blobs(repo)
     head_prints = {f.fingerprint for sha, fs in found.items() if sha in at_head for f in fs}
     best: dict[tuple[str, str, str], tuple[int, Finding]] = {}
