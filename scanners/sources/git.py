@@ -10,6 +10,7 @@ Never writes to the repository; never logs blob contents.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import re
@@ -43,8 +44,6 @@ class Blob:
     sha: str
     path: str
     size: int
-    raw_path: bytes = b""
-    """The path as git stores it (bytes), for passing back to git as a pathspec."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,37 +145,45 @@ class GitHistorySource:
         return ["--all"]
 
     def blobs(self) -> list[Blob]:
-        """Every blob once, with the first path it was seen at; sizes from ``--batch-check``."""
-        listing = self.repo.git("rev-list", "--objects", "--missing=print", *self._rev_args(), "--")
-        names: dict[bytes, bytes] = {}
-        for line in listing.stdout.splitlines():
-            if line.startswith(b"?"):
-                self.warnings.append(f"missing object {line[1:41].decode()} (corrupt or partial clone)")
-                continue
-            sha, _, path = line.partition(b" ")
-            if path:
-                names.setdefault(sha, path)
-        if not names:
-            return []
-        check = self.repo.git(
-            "cat-file", "--batch-check=%(objectname) %(objecttype) %(objectsize)",
-            stdin=b"\n".join(names) + b"\n", check=False,
+        return list(self.iter_blobs())
+
+    def iter_blobs(self) -> Iterator[Blob]:
+        """Every blob once, with the first path it was seen at, as ``rev-list`` finds them: it pipes
+        straight into ``cat-file --batch-check`` (``%(rest)`` carries the path), so Python parses one
+        stream and scanning can start before the walk ends."""
+        rev_list = subprocess.Popen(
+            ["git", "-C", str(self.repo.path), "rev-list", "--objects", "--missing=print",
+             *self._rev_args(), "--"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
-        blobs: list[Blob] = []
-        for line in check.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1] == b"missing":
-                self.warnings.append(f"missing object {parts[0].decode()}")
-                continue
-            if len(parts) != 3 or parts[1] != b"blob":
-                continue
-            size = int(parts[2])
-            if size > self.max_blob_size:
-                self.stats.skip("too-large")
-                continue
-            raw = names[parts[0]]
-            blobs.append(Blob(parts[0].decode(), decode_path(raw), size, raw))
-        return blobs
+        check = subprocess.Popen(
+            ["git", "-C", str(self.repo.path), "cat-file",
+             "--batch-check=%(objectname) %(objecttype) %(objectsize) %(rest)"],
+            stdin=rev_list.stdout, stdout=subprocess.PIPE,
+        )
+        assert rev_list.stdout is not None and rev_list.stderr is not None and check.stdout is not None
+        rev_list.stdout.close()  # cat-file owns it now
+        try:
+            for line in check.stdout:
+                parts = line.rstrip(b"\n").split(b" ", 3)
+                if len(parts) >= 2 and parts[1] == b"missing":
+                    sha = parts[0].lstrip(b"?").decode()
+                    self.warnings.append(f"missing object {sha} (corrupt or partial clone)")
+                    continue
+                if len(parts) < 4 or parts[1] != b"blob":
+                    continue
+                size = int(parts[2])
+                if size > self.max_blob_size:
+                    self.stats.skip("too-large")
+                    continue
+                yield Blob(parts[0].decode(), decode_path(parts[3]), size)
+        finally:
+            check.stdout.close()
+            check.wait()
+            err = rev_list.stderr.read()
+            if rev_list.wait() != 0:
+                first = err.decode("utf-8", "replace").strip().splitlines()
+                raise SourceError(f"git rev-list: {first[0] if first else 'failed'} (in {self.repo.path})")
 
 
 def _read_exact(stream: IO[bytes], n: int) -> bytes:
@@ -237,16 +244,18 @@ def iter_blob_contents(
             feeder.join(timeout=1)
 
 
-_JOB: tuple[Engine, str, dict[str, str]] | None = None  # (engine, repo path, sha -> path), set before fork
+_JOB: tuple[Engine, str] | None = None  # (engine, repo path), set before fork
+SHARD_BYTES = 8 * 1024 * 1024
 
 
-def _scan_shard(shas: list[str]) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
+def _scan_shard(shard: list[tuple[str, str]]) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
     assert _JOB is not None
-    engine, repo_path, paths = _JOB
+    engine, repo_path = _JOB
+    paths = dict(shard)
     stats = ScanStats()
     warnings: list[str] = []
     found: dict[str, list[Finding]] = {}
-    for sha, raw in iter_blob_contents(repo_path, shas, warnings):
+    for sha, raw in iter_blob_contents(repo_path, list(paths), warnings):
         data = prepare(raw)
         if data is None:
             stats.skip("binary")
@@ -259,29 +268,51 @@ def _scan_shard(shas: list[str]) -> tuple[dict[str, list[Finding]], ScanStats, l
     return found, stats, warnings
 
 
+def _shards(blobs: Iterable[Blob]) -> Iterator[list[tuple[str, str]]]:
+    """Contiguous runs in rev-list order: neighbouring blobs share delta bases in the pack, so each
+    worker's cat-file keeps its delta cache warm (scattering blobs made two workers slower than one)."""
+    shard: list[tuple[str, str]] = []
+    size = 0
+    for b in blobs:
+        shard.append((b.sha, b.path))
+        size += b.size
+        if size >= SHARD_BYTES:
+            yield shard
+            shard, size = [], 0
+    if shard:
+        yield shard
+
+
 def scan_blobs(
-    engine: Engine, repo: Repo, blobs: Sequence[Blob], jobs: int = 0
+    engine: Engine, repo: Repo, blobs: Iterable[Blob], jobs: int = 0
 ) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
-    """Scan blob contents, sharded over forked workers (each with its own ``cat-file``) when large."""
+    """Scan blob contents; past ``PARALLEL_MIN_BYTES`` the rest streams to forked workers, each with
+    its own ``cat-file``, while the listing is still running."""
     global _JOB
     jobs = jobs or default_jobs()
-    total = sum(b.size for b in blobs)
-    _JOB = (engine, str(repo.path), {b.sha: b.path for b in blobs})
+    stream = iter(blobs)
+    head: list[Blob] = []
+    total = 0
+    parallel = jobs > 1 and "fork" in mp.get_all_start_methods()
+    if parallel:
+        for b in stream:
+            head.append(b)
+            total += b.size
+            if total >= PARALLEL_MIN_BYTES:
+                break
+        else:
+            parallel = False
+    _JOB = (engine, str(repo.path))
     stats = ScanStats()
     warnings: list[str] = []
     found: dict[str, list[Finding]] = {}
     try:
-        if jobs == 1 or total < PARALLEL_MIN_BYTES or "fork" not in mp.get_all_start_methods():
-            parts = [_scan_shard([b.sha for b in blobs])]
-        else:
-            shards: list[list[str]] = [[] for _ in range(jobs * 4)]
-            sizes = [0] * len(shards)
-            for b in sorted(blobs, key=lambda b: -b.size):  # greedy balance by bytes
-                i = sizes.index(min(sizes))
-                shards[i].append(b.sha)
-                sizes[i] += b.size
+        shards = _shards(itertools.chain(head, stream))
+        if parallel:
             with mp.get_context("fork").Pool(jobs) as pool:
-                parts = pool.map(_scan_shard, [s for s in shards if s])
+                parts = list(pool.imap_unordered(_scan_shard, shards, chunksize=1))
+        else:
+            parts = [_scan_shard(shard) for shard in shards]
         for part_found, part_stats, part_warnings in parts:
             found.update(part_found)
             merge_stats(stats, part_stats)
@@ -291,72 +322,53 @@ def scan_blobs(
     return found, stats, warnings
 
 
-def introductions(
-    repo: Repo, shas: Iterable[str], rev_args: Sequence[str], paths: Iterable[bytes] = ()
-) -> dict[str, CommitInfo]:
-    """The oldest commit (in the scanned refs) whose diff adds each blob.
+class Attribution:
+    """Which commit first added each blob, from one ``git log --raw --reverse`` pass.
 
-    Only blobs with findings are asked about: this mapping is the expensive part of history
-    scanning. A first pass is limited to those blobs' paths (git then prunes every other tree
-    diff); a blob it cannot place (it was added under another name and renamed) gets a full pass.
+    It is the expensive part of history scanning, so it starts *before* the blobs are scanned and
+    runs beside them (a git process plus a parsing thread); a scan with no findings simply stops it.
+    ``--no-renames`` makes a renamed file's blob count from the commit that first added it.
     """
-    wanted = set(shas)
-    found: dict[str, CommitInfo] = {}
-    pathspecs = [os.fsdecode(p) for p in set(paths) if p]
-    if wanted and pathspecs:
-        found = _log_pass(repo, wanted, rev_args, pathspecs)
-        for sha in _already_in_parent(repo, found):
-            del found[sha]  # a rename: the first add under this name is not the introduction
-    missing = wanted - set(found)
-    if missing:
-        found.update(_log_pass(repo, missing, rev_args, []))
-    return found
 
+    def __init__(self, repo: Repo, rev_args: Sequence[str]) -> None:
+        self._first: dict[bytes, CommitInfo] = {}
+        self._proc = subprocess.Popen(
+            ["git", "-C", str(repo.path), "-c", "core.quotePath=false", "log", "--reverse", "--raw",
+             "--no-abbrev", "--no-renames", "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
 
-def _already_in_parent(repo: Repo, found: dict[str, CommitInfo]) -> list[str]:
-    """Blobs whose 'introducing' commit's first parent already had them (one tree listing per
-    commit, not a history walk)."""
-    by_commit: dict[str, list[str]] = {}
-    for sha, info in found.items():
-        by_commit.setdefault(info.sha, []).append(sha)
-    stale: list[str] = []
-    for commit, shas in by_commit.items():
-        present = tree_blobs(repo, f"{commit}^")  # None for a root commit: nothing existed before
-        if present:
-            stale.extend(sha for sha in shas if sha in present)
-    return stale
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        first = self._first
+        header: list[bytes] = []
+        position = 0
+        for line in self._proc.stdout:
+            if line.startswith(b"\x01"):
+                header = line[1:].rstrip(b"\n").split(b"\x00")
+                position += 1
+                continue
+            if not line.startswith(b":") or len(header) < 5:
+                continue
+            meta, _, path = line.rstrip(b"\n").partition(b"\t")
+            fields = meta.split()
+            if len(fields) >= 5 and fields[3] not in first:
+                first[fields[3]] = CommitInfo(
+                    header[0].decode(), decode_path(header[1]), decode_path(header[2]), header[3].decode(),
+                    decode_path(header[4]), decode_path(path), position,
+                )
 
+    def lookup(self, shas: Iterable[str]) -> dict[str, CommitInfo]:
+        self._thread.join()
+        self._proc.wait()
+        return {sha: self._first[sha.encode()] for sha in shas if sha.encode() in self._first}
 
-def _log_pass(
-    repo: Repo, wanted: set[str], rev_args: Sequence[str], pathspecs: list[str]
-) -> dict[str, CommitInfo]:
-    out = repo.git(
-        "--literal-pathspecs", "log", "--reverse", "--raw", "--no-abbrev", "--no-renames",
-        "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--", *pathspecs,
-    ).stdout
-    found: dict[str, CommitInfo] = {}
-    header: list[bytes] = []
-    position = 0
-    for line in out.split(b"\n"):
-        if line.startswith(b"\x01"):
-            header = line[1:].split(b"\x00")
-            position += 1
-            continue
-        if not line.startswith(b":") or len(header) < 5:
-            continue
-        meta, _, path = line.partition(b"\t")
-        fields = meta.split()
-        if len(fields) < 5:
-            continue
-        new_sha = fields[3].decode()
-        if new_sha in wanted and new_sha not in found:
-            found[new_sha] = CommitInfo(
-                header[0].decode(), decode_path(header[1]), decode_path(header[2]), header[3].decode(),
-                decode_path(header[4]), decode_path(path), position,
-            )
-            if len(found) == len(wanted):
-                break
-    return found
+    def cancel(self) -> None:
+        self._proc.kill()
+        self._proc.wait()
+        self._thread.join(timeout=5)
 
 
 def tree_blobs(repo: Repo, rev: str) -> set[str] | None:
@@ -401,12 +413,17 @@ def scan_history(
             f"shallow clone: history before {len(boundary)} boundary commit(s) "
             f"({', '.join(c[:12] for c in boundary[:5])}) was not reachable and not scanned"
         )
-    blobs = source.blobs()
-    found, stats, scan_warnings = scan_blobs(engine, repo, blobs, jobs)
+    attribution = Attribution(repo, source._rev_args())
+    try:
+        found, stats, scan_warnings = scan_blobs(engine, repo, source.iter_blobs(), jobs)
+    except BaseException:
+        attribution.cancel()
+        raise
+    if not found:
+        attribution.cancel()
     merge_stats(stats, source.stats)
     warnings.extend(source.warnings + scan_warnings)
-    raw_paths = {b.sha: b.raw_path for b in blobs}
-    intro = introductions(repo, found, source._rev_args(), (raw_paths[sha] for sha in found))
+    intro = attribution.lookup(found) if found else {}
     at_head = head_blobs(repo)
     head_prints = {f.fingerprint for sha, fs in found.items() if sha in at_head for f in fs}
     best: dict[tuple[str, str, str], tuple[int, Finding]] = {}
