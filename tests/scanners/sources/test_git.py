@@ -81,7 +81,7 @@ def test_secret_in_many_versions_reported_once_at_first_commit(repo: Path) -> No
     first = commit(repo, {"s.py": f"T = '{token}'\n"}, "v1")
     commit(repo, {"s.py": f"# edited\nT = '{token}'\n"}, "v2")
     commit(repo, {"s.py": f"# edited again\nT = '{token}'\n"}, "v3")
-    rc, report, _ = scan(repo)
+    _, report, _ = scan(repo)
     (f,) = findings(report)
     assert f["commit"]["sha"] == first and f["present_at_head"] is True  # type: ignore[index]
 
@@ -111,7 +111,7 @@ def test_range_and_since_see_only_their_commits(repo: Path) -> None:
     base = commit(repo, {"x.py": "x = 1\n"}, "base")
     commit(repo, {"new.py": f"T = '{github_token('gho')}'\n"}, "new")
     for args in (["--range", f"{base}..HEAD"], ["--since", base]):
-        rc, report, _ = scan(repo, *args)
+        _, report, _ = scan(repo, *args)
         assert [f["path"] for f in findings(report)] == ["new.py"], args
     _, everything, _ = scan(repo)
     assert sorted(f["path"] for f in findings(everything)) == ["new.py", "old.py"]
@@ -129,7 +129,6 @@ def test_branch_narrows_and_all_refs_by_default(repo: Path) -> None:
 def test_baseline_applies_to_history(repo: Path, tmp_path: Path) -> None:
     commit(repo, {"s.py": f"T = '{github_token()}'\n"}, "secret")
     base = tmp_path / "base.json"
-    rc, _, _ = scan(repo, "-o", str(base), "-f", "baseline")
     subprocess.run([sys.executable, "-m", "depthguard", "baseline", "create", str(repo), "-o", str(base)],
                    check=True, capture_output=True)
     rc, report, _ = scan(repo, "--baseline", str(base))
@@ -138,7 +137,8 @@ def test_baseline_applies_to_history(repo: Path, tmp_path: Path) -> None:
 
 def test_binary_huge_renamed_and_non_utf8_paths(repo: Path) -> None:
     token = github_token()
-    commit(repo, {"img.bin": b"\x00\x01" + token.encode(), "big.txt": "x" * 4096 + f"\nT='{token}'\n"}, "blobs")
+    blobs: dict[str, str | bytes] = {"img.bin": b"\x00\x01" + token.encode(), "big.txt": "x" * 4096 + token}
+    commit(repo, blobs, "blobs")
     commit(repo, {"orig.py": f"T = '{github_token('gho')}'\n"}, "orig")
     git(repo, "mv", "orig.py", "renamed.py")
     git(repo, "commit", "-q", "-m", "rename")
@@ -146,7 +146,7 @@ def test_binary_huge_renamed_and_non_utf8_paths(repo: Path) -> None:
     (repo / weird).write_text(f"T = '{github_token('ghu')}'\n")
     git(repo, "add", "--", weird)
     git(repo, "commit", "-q", "-m", "latin-1 name")
-    rc, report, _ = scan(repo, "--max-file-size", "1000")
+    _, report, _ = scan(repo, "--max-file-size", "1000")
     paths = sorted(str(f["path"]) for f in findings(report))
     assert paths == ["caf\\xe9.py", "orig.py"]
     assert report["stats"]["skipped"] == {"binary": 1, "too-large": 1}  # type: ignore[index]
@@ -167,7 +167,7 @@ def test_shallow_clone_says_what_was_not_reachable(repo: Path, tmp_path: Path) -
         commit(repo, {f"f{i}.py": f"v = {i}\n"}, f"c{i}")
     clone = tmp_path / "shallow"
     subprocess.run(["git", "clone", "-q", "--depth", "1", f"file://{repo}", str(clone)], check=True)
-    rc, report, err = scan(clone)
+    rc, _, err = scan(clone)
     assert rc == 0 and "shallow clone" in err
 
 
@@ -182,7 +182,7 @@ def test_submodules_are_listed_not_followed(repo: Path, tmp_path: Path) -> None:
     subprocess.run(["git", "-C", str(repo), "-c", "protocol.file.allow=always", "submodule", "add", "-q",
                     str(inner), "vendor/inner"], check=True, capture_output=True)
     git(repo, "commit", "-q", "-m", "add submodule")
-    rc, report, err = scan(repo)
+    rc, _, err = scan(repo)
     assert rc == 0 and "submodule vendor/inner not scanned" in err
     rc, report, _ = scan(repo, "--recurse-submodules")
     assert [f["path"] for f in findings(report)] == ["vendor/inner/k.py"]
