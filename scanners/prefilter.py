@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from scanners.cache import cache_dir as default_cache_dir
+from scanners.cache import write_atomic
 from scanners.rulepack import Rule
 
 log = logging.getLogger(__name__)
@@ -80,13 +80,11 @@ class _Database:
         h = hashlib.sha256(_hs.__version__.encode())
         for e, f, i in zip(exprs, flags, ids, strict=True):
             h.update(b"%d\0%d\0%s\n" % (i, f, e))
-        directory = cache_dir if cache_dir is not None else _default_cache_dir()
-        path = directory / f"hs-{h.hexdigest()[:32]}.db" if directory else None
-        loaded = self._load(path) if path is not None and path.is_file() else None
+        path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"hs-{h.hexdigest()[:32]}.db"
+        loaded = self._load(path) if path.is_file() else None
         if loaded is None:
             loaded = self._compile(frozenset())
-            if path is not None:
-                _atomic_write(path, _hs.dumpb(loaded))
+            write_atomic(path, _hs.dumpb(loaded))
         self.db: Any = loaded
 
     @staticmethod
@@ -249,23 +247,6 @@ class HyperscanPrefilter:
             else:
                 ranges.append((lo, hi))
         return ranges
-
-
-def _default_cache_dir() -> Path | None:
-    base = os.environ.get("DEPTHGUARD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "depthguard" if base else Path.home() / ".cache" / "depthguard"
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    """Best effort: a read-only home must not stop a scan, it only costs the compile next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hs-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.debug("cannot cache hyperscan database: %s", exc)
 
 
 def make_prefilter(rules: Sequence[Rule], engine: str = "auto") -> Prefilter:

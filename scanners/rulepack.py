@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import pickle
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from depthguard.errors import RuleError
+from scanners.cache import cache_dir, write_atomic
 
 SEVERITIES = ("critical", "high", "medium", "low")
 CONFIDENCES = ("high", "medium", "low")
@@ -226,9 +225,8 @@ def _builtin_pack() -> tuple[list[Rule], frozenset[str]]:
     start-ups skip TOML parsing (half of a small scan's start-up otherwise)."""
     texts = _builtin_texts()
     digest = hashlib.sha256("\0".join(f"{n}\0{t}" for n, t in texts).encode()).hexdigest()[:32]
-    cache = _cache_dir()
-    path = cache / f"rules-{digest}.pickle" if cache else None
-    if path is not None and path.is_file():
+    path = cache_dir() / f"rules-{digest}.pickle"
+    if path.is_file():
         try:
             cached_rules, cached_documented = pickle.loads(path.read_bytes())
             return list(cached_rules), frozenset(cached_documented)
@@ -240,8 +238,7 @@ def _builtin_pack() -> tuple[list[Rule], frozenset[str]]:
         rules.extend(load_file(name, text, compile_now=False))
         documented |= load_documented(name, text)
     pack = (check_unique(rules), frozenset(documented))
-    if path is not None:
-        _atomic_write_bytes(path, pickle.dumps(pack))
+    write_atomic(path, pickle.dumps(pack))
     return pack
 
 
@@ -253,20 +250,3 @@ def builtin_rules() -> list[Rule]:
 def builtin_documented() -> frozenset[str]:
     """Every shipped file's ``documented_examples``, merged."""
     return _builtin_pack()[1]
-
-
-def _cache_dir() -> Path | None:
-    base = os.environ.get("DEPTHGUARD_CACHE_DIR") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "depthguard" if base else Path.home() / ".cache" / "depthguard"
-
-
-def _atomic_write_bytes(path: Path, blob: bytes) -> None:
-    """Best effort: a read-only home only costs a re-parse next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
-    except OSError:
-        pass

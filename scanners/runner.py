@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from typing import TypeVar
 
 from scanners.engine import Engine
 from scanners.finding import Finding
@@ -24,6 +25,10 @@ from scanners.sources.interface import Chunk
 PARALLEL_MIN_BYTES = 96 * 1024 * 1024
 BATCH_BYTES = 4 * 1024 * 1024
 BATCH_FILES = 512
+
+T = TypeVar("T")
+B = TypeVar("B")
+R = TypeVar("R")
 
 Progress = Callable[[int, int], None]
 """Called with (files done, bytes done)."""
@@ -65,6 +70,34 @@ def _batches(refs: Iterable[FileRef]) -> Iterator[list[FileRef]]:
         yield batch
 
 
+def pool_worthwhile(
+    items: Iterable[T], size: Callable[[T], int], jobs: int, threshold: int
+) -> tuple[Iterator[T], bool]:
+    """Buffer a (possibly lazy) stream until its sizes add up to ``threshold``: a smaller input is
+    cheaper in-process than with a pool's start-up; a larger one goes to workers while the rest of
+    the stream (a directory walk, a git listing) is still being produced."""
+    stream = iter(items)
+    head: list[T] = []
+    if jobs <= 1 or "fork" not in mp.get_all_start_methods():
+        return stream, False
+    total = 0
+    for item in stream:
+        head.append(item)
+        total += size(item)
+        if total >= threshold:
+            return itertools.chain(head, stream), True
+    return iter(head), False
+
+
+def run_batches(fn: Callable[[B], R], batches: Iterable[B], jobs: int, use_pool: bool) -> Iterator[R]:
+    """``fn`` over the batches, in forked workers (results as they finish) or in-process."""
+    if not use_pool:
+        yield from map(fn, batches)
+        return
+    with mp.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap_unordered(fn, batches, chunksize=1)
+
+
 def merge_stats(into: ScanStats, part: ScanStats) -> None:
     into.files += part.files
     into.bytes += part.bytes
@@ -90,38 +123,16 @@ def scan_files(
     stats = ScanStats(rules=len(engine.rules), engine=engine.backend)
     findings: list[Finding] = []
     jobs = jobs or default_jobs()
-    walk = iter(refs)
-    head: list[FileRef] = []
-    size = 0
-    use_pool = jobs > 1 and "fork" in mp.get_all_start_methods()
-    if use_pool:
-        for ref in walk:
-            head.append(ref)
-            size += ref.size
-            if size >= PARALLEL_MIN_BYTES:
-                break
-        else:
-            use_pool = False
-    batches = _batches(itertools.chain(head, walk))
+    items, use_pool = pool_worthwhile(refs, lambda r: r.size, jobs, PARALLEL_MIN_BYTES)
     _ENGINE = engine
     done_files = done_bytes = 0
     try:
-        if use_pool:
-            with mp.get_context("fork").Pool(jobs) as pool:
-                results: Iterable[tuple[list[Finding], ScanStats]] = pool.imap_unordered(_scan_batch, batches)
-                for found, part in results:
-                    findings.extend(found)
-                    merge_stats(stats, part)
-                    done_files, done_bytes = done_files + part.files, done_bytes + part.bytes
-                    if progress:
-                        progress(done_files, done_bytes)
-        else:
-            for found, part in map(_scan_batch, batches):
-                findings.extend(found)
-                merge_stats(stats, part)
-                done_files, done_bytes = done_files + part.files, done_bytes + part.bytes
-                if progress:
-                    progress(done_files, done_bytes)
+        for found, part in run_batches(_scan_batch, _batches(items), jobs, use_pool):
+            findings.extend(found)
+            merge_stats(stats, part)
+            done_files, done_bytes = done_files + part.files, done_bytes + part.bytes
+            if progress:
+                progress(done_files, done_bytes)
     finally:
         _ENGINE = None
     findings.sort(key=lambda f: (f.path, f.line, f.column, f.rule_id))

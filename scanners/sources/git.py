@@ -10,8 +10,6 @@ Never writes to the repository; never logs blob contents.
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing as mp
 import os
 import re
 import subprocess
@@ -26,7 +24,7 @@ from scanners.decode import prepare
 from scanners.engine import Engine
 from scanners.finding import Finding
 from scanners.result import ScanStats
-from scanners.runner import default_jobs, merge_stats
+from scanners.runner import default_jobs, merge_stats, pool_worthwhile, run_batches
 
 DEFAULT_MAX_BLOB_SIZE = 10 * 1024 * 1024
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
@@ -290,30 +288,13 @@ def scan_blobs(
     its own ``cat-file``, while the listing is still running."""
     global _JOB
     jobs = jobs or default_jobs()
-    stream = iter(blobs)
-    head: list[Blob] = []
-    total = 0
-    parallel = jobs > 1 and "fork" in mp.get_all_start_methods()
-    if parallel:
-        for b in stream:
-            head.append(b)
-            total += b.size
-            if total >= PARALLEL_MIN_BYTES:
-                break
-        else:
-            parallel = False
+    items, use_pool = pool_worthwhile(blobs, lambda b: b.size, jobs, PARALLEL_MIN_BYTES)
     _JOB = (engine, str(repo.path))
     stats = ScanStats()
     warnings: list[str] = []
     found: dict[str, list[Finding]] = {}
     try:
-        shards = _shards(itertools.chain(head, stream))
-        if parallel:
-            with mp.get_context("fork").Pool(jobs) as pool:
-                parts = list(pool.imap_unordered(_scan_shard, shards, chunksize=1))
-        else:
-            parts = [_scan_shard(shard) for shard in shards]
-        for part_found, part_stats, part_warnings in parts:
+        for part_found, part_stats, part_warnings in run_batches(_scan_shard, _shards(items), jobs, use_pool):
             found.update(part_found)
             merge_stats(stats, part_stats)
             warnings.extend(part_warnings)
