@@ -7,23 +7,10 @@ has (decodable base64 of the right size, a fixed encoded header, a mix of charac
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from urllib.parse import unquote_to_bytes
 
-from scanners.validators.core import Validator
-
-
-def _b64(text: bytes) -> bytes | None:
-    """Standard or URL-safe base64, padding optional; None when it does not decode."""
-    cleaned = text.replace(b"-", b"+").replace(b"_", b"/")
-    cleaned = cleaned.rstrip(b"=")
-    cleaned += b"=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+from scanners.validators.core import Validator, b64decode_strict
 
 
 def aws_secret_shape(secret: bytes, m: re.Match[bytes]) -> bool:
@@ -40,7 +27,7 @@ def aws_secret_shape(secret: bytes, m: re.Match[bytes]) -> bool:
 def aws_bedrock_key(secret: bytes, m: re.Match[bytes]) -> bool:
     """Long-term Bedrock keys are ``ABSK`` + base64 of ``BedrockAPIKey-<id>:<secret>``; truncated or
     hand-made look-alikes do not decode to that shape."""
-    raw = _b64(secret[4:])
+    raw = b64decode_strict(secret[4:])
     if raw is None or not raw.startswith(b"BedrockAPIKey-"):
         return False
     ident, sep, key = raw.partition(b":")
@@ -52,14 +39,14 @@ def gcp_sa_private_key(secret: bytes, m: re.Match[bytes]) -> bool:
     as base64 to a key-sized blob, not ``...`` or a few characters of stub."""
     body = secret.replace(b"\\n", b"").replace(b"\\r", b"").replace(b"\n", b"")
     body = re.sub(rb"-----(?:BEGIN|END) (?:RSA )?PRIVATE KEY-----", b"", body)
-    raw = _b64(body)
+    raw = b64decode_strict(body)
     return raw is not None and len(raw) >= 600
 
 
 def azure_sas_signature(secret: bytes, m: re.Match[bytes]) -> bool:
     """A SAS ``sig`` is the URL-encoded base64 of an HMAC-SHA256 (32 bytes), and a usable SAS names
     its expiry and permissions (``se=``/``sp=``) or a stored access policy (``si=``)."""
-    raw = _b64(unquote_to_bytes(secret))
+    raw = b64decode_strict(unquote_to_bytes(secret))
     if raw is None or len(raw) != 32:
         return False
     query = m.group(0).lower()
@@ -69,7 +56,7 @@ def azure_sas_signature(secret: bytes, m: re.Match[bytes]) -> bool:
 def base64_32_bytes(secret: bytes, m: re.Match[bytes]) -> bool:
     """Shared-access keys of Service Bus / Event Hubs / IoT Hub / Relay / SignalR and similar are base64
     of exactly 32 random bytes (44 characters with one ``=``)."""
-    raw = _b64(secret)
+    raw = b64decode_strict(secret)
     return raw is not None and len(raw) == 32
 
 

@@ -37,6 +37,19 @@ def crc32_token(secret: bytes, m: re.Match[bytes]) -> bool:
     return check in (base62_crc32(payload), base62_crc32(secret[: -6]))
 
 
+def b64decode_strict(text: bytes, *, urlsafe: bool = True) -> bytes | None:
+    """Strict (standard, or URL-safe when ``urlsafe``) base64, padding optional; None when ``text``
+    is not base64. Family validators share this one so padding rules never drift apart."""
+    if urlsafe:
+        text = text.replace(b"-", b"+").replace(b"_", b"/")
+    text = text.rstrip(b"=")
+    text += b"=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
 def _b64decode(text: bytes) -> bytes | None:
     cleaned = text.strip().replace(b"\\n", b"").replace(b"\n", b"").replace(b"\r", b"")
     cleaned = cleaned.replace(b"-", b"+").replace(b"_", b"/")

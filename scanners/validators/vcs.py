@@ -8,28 +8,16 @@ tokens, Atlassian tokens) turn a "looks like" match into an almost certain one; 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import zlib
 
 from scanners.filters import DUMMY_PASSWORDS
-from scanners.validators.core import Validator
+from scanners.validators.core import Validator, b64decode_strict
 
 _UUID = re.compile(rb"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _HEX8 = re.compile(rb"^[0-9A-F]{8}$")
 
 
-def _b64(text: bytes, *, urlsafe: bool) -> bytes | None:
-    """Strict base64 decode (padding optional); None when ``text`` is not base64."""
-    if urlsafe:
-        text = text.replace(b"-", b"+").replace(b"_", b"/")
-    text = text.rstrip(b"=")
-    text += b"=" * (-len(text) % 4)
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
 
 
 def _printable(raw: bytes) -> str | None:
@@ -72,14 +60,14 @@ def teamcity_token(secret: bytes, m: re.Match[bytes]) -> bool:
     parts = secret.split(b".")
     if len(parts) != 3:
         return False
-    tail = _b64(parts[2], urlsafe=True)
+    tail = b64decode_strict(parts[2], urlsafe=True)
     return tail is not None and bool(_UUID.match(tail))
 
 
 def basic_auth_pair(secret: bytes, m: re.Match[bytes]) -> bool:
     """Docker ``config.json`` ``"auth"`` and ``.npmrc`` ``_auth`` values are ``base64(user:password)``:
     the decoded text must be printable, split on ``:`` into a non-empty user and a real password."""
-    raw = _b64(secret, urlsafe=False)
+    raw = b64decode_strict(secret, urlsafe=False)
     if raw is None:
         return False
     text = _printable(raw)
@@ -98,8 +86,8 @@ def jetbrains_permanent(secret: bytes, m: re.Match[bytes]) -> bool:
     parts = secret.removeprefix(b"perm:").split(b".")
     if len(parts) != 3:
         return False
-    login = _b64(parts[0], urlsafe=True)
-    token_id = _b64(parts[1], urlsafe=True)
+    login = b64decode_strict(parts[0], urlsafe=True)
+    token_id = b64decode_strict(parts[1], urlsafe=True)
     if login is None or token_id is None:
         return False
     login_text, id_text = _printable(login), _printable(token_id)
