@@ -1,0 +1,1 @@
+"""Secret backends: one module per provider behind ``interface.SecretBackend``."""
