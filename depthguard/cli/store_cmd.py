@@ -73,7 +73,7 @@ def put(name: str, store_dir: Path, key_file: Path | None) -> None:
     if _stdin_is_tty():
         value = click.prompt("Value", hide_input=True, confirmation_prompt=True).encode("utf-8")
     else:
-        value = click.get_binary_stream("stdin").read()
+        value = sys.stdin.buffer.read()
     if not value:
         raise UsageError(f"refusing to store an empty value for {name!r} (stdin was empty)")
     with _as_usage_errors():
@@ -91,7 +91,7 @@ def get(name: str, store_dir: Path, key_file: Path | None, version: int | None) 
     """Write NAME's value to stdout exactly as stored (no newline is added)."""
     with _as_usage_errors():
         got = _open(store_dir, key_file, create=False).get(name, version)
-    out = click.get_binary_stream("stdout")
+    out = sys.stdout.buffer
     out.write(got.value)
     out.flush()
 
