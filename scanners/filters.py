@@ -66,6 +66,10 @@ _MASK = re.compile(
 _REFERENCE = re.compile(
     r"""^(?:\$\{|\$\(|\{\{|\{%|%\(|#\{|@\{|<%|\$[A-Za-z_]|\$\d|%[A-Za-z_]+%$|ENC\[|vault:|arn:aws:|ref\+|env\()"""
     r"""|^\{[A-Za-z_][A-Za-z0-9_.]*\}$|^%[sdv]$|^__[A-Za-z0-9_]+__$|^@[A-Za-z_][A-Za-z0-9_.]*@$|^!vault"""
+    # secret-manager references name a secret instead of holding it: depthguard's BACKEND:PATH refs,
+    # 1Password op://, SOPS/Doppler/Infisical/Conjur and cloud secret-manager style prefixes
+    r"""|^(?:aws|aws-ssm|ssm|secretsmanager|azure|keyvault|akv|gcp|gsm|local|doppler|infisical|sops|conjur)"""
+    r""":[A-Za-z0-9/_.-]|^op://"""
     r"""|os\.environ|os\.getenv|process\.env|getenv\(|System\.getenv|ENV\[|\$ENV\{|secretKeyRef|valueFrom"""
     r"""|Environment\.GetEnvironmentVariable|config\[|settings\.|\bself\.|\bthis\.|\bparams\[|\bargs\.""",
 )
