@@ -312,39 +312,49 @@ class Attribution:
     """
 
     def __init__(self, repo: Repo, rev_args: Sequence[str]) -> None:
-        self._first: dict[bytes, CommitInfo] = {}
+        self._first: dict[bytes, tuple[int, bytes]] = {}
+        self._headers: list[bytes] = []
         self._proc = subprocess.Popen(
             ["git", "-C", str(repo.path), "-c", "core.quotePath=false", "log", "--reverse", "--raw",
-             "--no-abbrev", "--no-renames", "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--"],
+             "--no-abbrev", "--no-renames", "--diff-filter=AMT",
+             "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
+        """Record each blob's first appearance as (position, header, path) only; CommitInfo objects
+        are built for the few blobs asked about."""
         assert self._proc.stdout is not None
         first = self._first
-        header: list[bytes] = []
-        position = 0
+        headers = self._headers
+        header = -1
         for line in self._proc.stdout:
-            if line.startswith(b"\x01"):
-                header = line[1:].rstrip(b"\n").split(b"\x00")
-                position += 1
-                continue
-            if not line.startswith(b":") or len(header) < 5:
-                continue
-            meta, _, path = line.rstrip(b"\n").partition(b"\t")
-            fields = meta.split()
-            if len(fields) >= 5 and fields[3] not in first:
-                first[fields[3]] = CommitInfo(
-                    header[0].decode(), decode_path(header[1]), decode_path(header[2]), header[3].decode(),
-                    decode_path(header[4]), decode_path(path), position,
-                )
+            if line[:1] == b"\x01":
+                headers.append(line)
+                header += 1
+            elif line[:1] == b":":
+                new_sha = line.split(b" ", 4)[3]  # ":mode mode old new status\tpath"
+                if new_sha not in first:
+                    first[new_sha] = (header, line)
 
     def lookup(self, shas: Iterable[str]) -> dict[str, CommitInfo]:
         self._thread.join()
         self._proc.wait()
-        return {sha: self._first[sha.encode()] for sha in shas if sha.encode() in self._first}
+        out: dict[str, CommitInfo] = {}
+        for sha in shas:
+            seen = self._first.get(sha.encode())
+            if seen is None:
+                continue
+            index, raw = seen
+            fields = self._headers[index][1:].rstrip(b"\n").split(b"\x00")
+            path = raw.rstrip(b"\n").partition(b"\t")[2]
+            out[sha] = CommitInfo(
+                fields[0].decode(), decode_path(fields[1]), decode_path(fields[2]), fields[3].decode(),
+                decode_path(fields[4]), decode_path(path), index,
+            )
+        return out
 
     def cancel(self) -> None:
         self._proc.kill()
