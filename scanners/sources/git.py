@@ -249,10 +249,16 @@ SHARD_BYTES = 8 * 1024 * 1024
 def _scan_shard(shard: list[tuple[str, str]]) -> tuple[dict[str, list[Finding]], ScanStats, list[str]]:
     assert _JOB is not None
     engine, repo_path = _JOB
-    paths = dict(shard)
     stats = ScanStats()
     warnings: list[str] = []
-    found: dict[str, list[Finding]] = {}
+    found = dict(_scan_contents(engine, repo_path, dict(shard), stats, warnings))
+    return found, stats, warnings
+
+
+def _scan_contents(
+    engine: Engine, repo_path: str, paths: dict[str, str], stats: ScanStats, warnings: list[str]
+) -> Iterator[tuple[str, list[Finding]]]:
+    """(blob id, findings) for each text blob with findings; binaries and sizes go to ``stats``."""
     for sha, raw in iter_blob_contents(repo_path, list(paths), warnings):
         data = prepare(raw)
         if data is None:
@@ -262,8 +268,7 @@ def _scan_shard(shard: list[tuple[str, str]]) -> tuple[dict[str, list[Finding]],
         stats.bytes += len(data)
         hits = engine.scan(data, paths[sha], "git")
         if hits:
-            found[sha] = hits
-    return found, stats, warnings
+            yield sha, hits
 
 
 def _shards(blobs: Iterable[Blob]) -> Iterator[list[tuple[str, str]]]:
@@ -494,18 +499,10 @@ def scan_staged(engine: Engine, repo: Repo, max_blob_size: int = DEFAULT_MAX_BLO
     if len(staged) > len(wanted):
         stats.skip("too-large", len(staged) - len(wanted))
     findings: list[Finding] = []
-    for sha, raw in iter_blob_contents(str(repo.path), list(wanted), warnings):
-        data = prepare(raw)
-        if data is None:
-            stats.skip("binary")
-            continue
-        stats.files += 1
-        stats.bytes += len(data)
-        path = wanted[sha]
-        lines = added[path]
-        for f in engine.scan(data, decode_path(path), "git"):
-            if f.line in lines:
-                findings.append(replace(f, extra={"staged": True}))
+    shown = {sha: decode_path(path) for sha, path in wanted.items()}
+    for sha, hits in _scan_contents(engine, str(repo.path), shown, stats, warnings):
+        lines = added[wanted[sha]]
+        findings.extend(replace(f, extra={"staged": True}) for f in hits if f.line in lines)
     findings.sort(key=lambda f: (f.path, f.line, f.rule_id))
     return GitScan(findings, stats, warnings)
 

@@ -7,8 +7,6 @@ switchable by filter id; validators reject what cannot be a secret at all.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import functools
 import json
@@ -16,7 +14,7 @@ import re
 
 from scanners.entropy import shannon
 from scanners.filters import looks_dummy, non_secret_name
-from scanners.validators.core import Validator, jwt
+from scanners.validators.core import Validator, b64decode_strict, jwt
 
 _B64_CHARS = re.compile(rb"[^A-Za-z0-9+/=]")
 _HEADER_LINE = re.compile(rb"^[A-Za-z][A-Za-z0-9-]{1,40}:")
@@ -26,12 +24,7 @@ _ASCENDING_RUN = re.compile(rb"(?i)abcdefgh|bcdefghi|cdefghij|12345678|23456789|
 
 
 def _b64(data: bytes) -> bytes | None:
-    data = data.rstrip(b"=")
-    data += b"=" * (-len(data) % 4)
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    return b64decode_strict(data, urlsafe=False)
 
 
 def _pem_body(block: bytes) -> bytes:
