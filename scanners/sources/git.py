@@ -1,9 +1,10 @@
 """Git repositories: whole history (each unique blob once), a commit range, or the staged changes.
 
 History is scanned by content, not by commit: ``git rev-list --objects`` names every blob reachable
-from the chosen refs exactly once, ``git cat-file --batch`` streams them, and only the few blobs with
-findings are traced back to the commit that introduced them (one ``git log --raw`` pass). Reading
-``git log -p`` instead would re-read the same content once per commit that touches it.
+from the chosen refs exactly once, together with the commit that introduced it and its path there,
+and ``git cat-file --batch`` streams them; only the few commits with findings are then looked up for
+author and message. Reading ``git log -p`` instead would re-read the same content once per commit
+that touches it.
 
 Never writes to the repository; never logs blob contents.
 """
@@ -51,8 +52,6 @@ class CommitInfo:
     email: str
     date: str
     message: str
-    path: str
-    """The blob's path in that commit."""
     order: int = 0
     """Position in the oldest-first walk: a total order even when commit dates tie."""
 
@@ -134,6 +133,8 @@ class GitHistorySource:
         self.max_blob_size = max_blob_size
         self.stats = ScanStats()
         self.warnings: list[str] = []
+        self.origin: dict[str, tuple[str, int]] = {}
+        """Blob id -> (introducing commit, its position in the oldest-first walk), filled as listed."""
 
     def _rev_args(self) -> list[str]:
         if self.rev_range:
@@ -146,12 +147,17 @@ class GitHistorySource:
         return list(self.iter_blobs())
 
     def iter_blobs(self) -> Iterator[Blob]:
-        """Every blob once, with the first path it was seen at, as ``rev-list`` finds them: it pipes
-        straight into ``cat-file --batch-check`` (``%(rest)`` carries the path), so Python parses one
-        stream and scanning can start before the walk ends."""
+        """Every blob once, as the commit that introduced it saw it.
+
+        ``rev-list --objects --in-commit-order --reverse`` walks commits oldest first and prints each
+        tree and blob right after the first commit that references it, with its path there: the
+        introducing commit and path come out of the walk that lists the blobs anyway, so history
+        scanning needs no second ``git log`` pass to attribute findings. The walk pipes straight into
+        ``cat-file --batch-check`` (``%(rest)`` carries the path), so Python parses one stream and
+        scanning can start before the walk ends."""
         rev_list = subprocess.Popen(
-            ["git", "-C", str(self.repo.path), "rev-list", "--objects", "--missing=print",
-             *self._rev_args(), "--"],
+            ["git", "-C", str(self.repo.path), "rev-list", "--objects", "--in-commit-order", "--reverse",
+             "--missing=print", *self._rev_args(), "--"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         check = subprocess.Popen(
@@ -161,20 +167,28 @@ class GitHistorySource:
         )
         assert rev_list.stdout is not None and rev_list.stderr is not None and check.stdout is not None
         rev_list.stdout.close()  # cat-file owns it now
+        origin = self.origin
+        commit, order = "", -1
         try:
             for line in check.stdout:
                 parts = line.rstrip(b"\n").split(b" ", 3)
-                if len(parts) >= 2 and parts[1] == b"missing":
+                kind = parts[1] if len(parts) >= 2 else b""
+                if kind == b"commit":
+                    commit, order = parts[0].decode(), order + 1
+                    continue
+                if kind == b"missing":
                     sha = parts[0].lstrip(b"?").decode()
                     self.warnings.append(f"missing object {sha} (corrupt or partial clone)")
                     continue
-                if len(parts) < 4 or parts[1] != b"blob":
+                if len(parts) < 4 or kind != b"blob":
                     continue
                 size = int(parts[2])
                 if size > self.max_blob_size:
                     self.stats.skip("too-large")
                     continue
-                yield Blob(parts[0].decode(), decode_path(parts[3]), size)
+                sha = parts[0].decode()
+                origin[sha] = (commit, order)
+                yield Blob(sha, decode_path(parts[3]), size)
         finally:
             check.stdout.close()
             check.wait()
@@ -308,63 +322,30 @@ def scan_blobs(
     return found, stats, warnings
 
 
-class Attribution:
-    """Which commit first added each blob, from one ``git log --raw --reverse`` pass.
-
-    It is the expensive part of history scanning, so it starts *before* the blobs are scanned and
-    runs beside them (a git process plus a parsing thread); a scan with no findings simply stops it.
-    ``--no-renames`` makes a renamed file's blob count from the commit that first added it.
-    """
-
-    def __init__(self, repo: Repo, rev_args: Sequence[str]) -> None:
-        self._first: dict[bytes, tuple[int, bytes]] = {}
-        self._headers: list[bytes] = []
-        self._proc = subprocess.Popen(
-            ["git", "-C", str(repo.path), "-c", "core.quotePath=false", "log", "--reverse", "--raw",
-             "--no-abbrev", "--no-renames", "--diff-filter=AMT",
-             "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s", *rev_args, "--"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        )
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        """Record each blob's first appearance as (position, header, path) only; CommitInfo objects
-        are built for the few blobs asked about."""
-        assert self._proc.stdout is not None
-        first = self._first
-        headers = self._headers
-        header = -1
-        for line in self._proc.stdout:
-            if line[:1] == b"\x01":
-                headers.append(line)
-                header += 1
-            elif line[:1] == b":":
-                new_sha = line.split(b" ", 4)[3]  # ":mode mode old new status\tpath"
-                if new_sha not in first:
-                    first[new_sha] = (header, line)
-
-    def lookup(self, shas: Iterable[str]) -> dict[str, CommitInfo]:
-        self._thread.join()
-        self._proc.wait()
-        out: dict[str, CommitInfo] = {}
-        for sha in shas:
-            seen = self._first.get(sha.encode())
-            if seen is None:
-                continue
-            index, raw = seen
-            fields = self._headers[index][1:].rstrip(b"\n").split(b"\x00")
-            path = raw.rstrip(b"\n").partition(b"\t")[2]
-            out[sha] = CommitInfo(
-                fields[0].decode(), decode_path(fields[1]), decode_path(fields[2]), fields[3].decode(),
-                decode_path(fields[4]), decode_path(path), index,
-            )
-        return out
-
-    def cancel(self) -> None:
-        self._proc.kill()
-        self._proc.wait()
-        self._thread.join(timeout=5)
+def commit_infos(
+    repo: Repo, found: Iterable[str], origin: dict[str, tuple[str, int]]
+) -> dict[str, CommitInfo]:
+    """Author, date and subject of the introducing commit of each blob with findings: one
+    ``git log --no-walk`` over just those commits (the walk already said which they are)."""
+    wanted = {sha: origin[sha] for sha in found if sha in origin and origin[sha][0]}
+    commits = sorted({c for c, _ in wanted.values()})
+    if not commits:
+        return {}
+    out = repo.git("log", "--no-walk=unsorted", "--stdin",
+                   "--format=%x01%H%x00%an%x00%ae%x00%aI%x00%s",
+                   stdin=b"".join(c.encode() + b"\n" for c in commits)).stdout
+    meta: dict[str, list[bytes]] = {}
+    for record in out.split(b"\x01")[1:]:
+        fields = record.rstrip(b"\n").split(b"\x00")
+        if len(fields) == 5:
+            meta[fields[0].decode()] = fields
+    infos: dict[str, CommitInfo] = {}
+    for sha, (commit, order) in wanted.items():
+        f = meta.get(commit)
+        if f is not None:
+            infos[sha] = CommitInfo(commit, decode_path(f[1]), decode_path(f[2]), f[3].decode(),
+                                    decode_path(f[4]), order)
+    return infos
 
 
 def tree_blobs(repo: Repo, rev: str) -> set[str] | None:
@@ -409,26 +390,19 @@ def scan_history(
             f"shallow clone: history before {len(boundary)} boundary commit(s) "
             f"({', '.join(c[:12] for c in boundary[:5])}) was not reachable and not scanned"
         )
-    attribution = Attribution(repo, source._rev_args())
-    try:
-        found, stats, scan_warnings = scan_blobs(engine, repo, source.iter_blobs(), jobs)
-    except BaseException:
-        attribution.cancel()
-        raise
-    if not found:
-        attribution.cancel()
+    found, stats, scan_warnings = scan_blobs(engine, repo, source.iter_blobs(), jobs)
     merge_stats(stats, source.stats)
     warnings.extend(source.warnings + scan_warnings)
-    intro = attribution.lookup(found) if found else {}
+    intro = commit_infos(repo, found, source.origin)
     at_head = head_blobs(repo)
     head_prints = {f.fingerprint for sha, fs in found.items() if sha in at_head for f in fs}
     best: dict[tuple[str, str, str], tuple[int, Finding]] = {}
-    unknown = 1 << 62  # blobs git log did not attribute (e.g. only reachable from a stash) sort last
+    unknown = 1 << 62  # a blob the walk did not attribute sorts last
     for sha, fs in found.items():
         info = intro.get(sha)
         order = info.order if info else unknown
         for f in fs:
-            path = prefix + (info.path if info else f.path)
+            path = prefix + f.path  # the path in the introducing commit: the walk listed it there
             f = replace(
                 f,
                 path=path,

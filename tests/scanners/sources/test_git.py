@@ -86,6 +86,33 @@ def test_secret_in_many_versions_reported_once_at_first_commit(repo: Path) -> No
     assert f["commit"]["sha"] == first and f["present_at_head"] is True  # type: ignore[index]
 
 
+def test_secret_added_in_a_merge_resolution_is_attributed_to_the_merge(repo: Path) -> None:
+    """Content written while resolving a merge exists in no parent: the merge commit introduced it
+    (a diff-based ``git log`` pass, which shows no merge diffs, would miss or misplace it)."""
+    token = github_token()
+    commit(repo, {"conf.py": "MODE = 'a'\n"}, "base")
+    git(repo, "checkout", "-q", "-b", "side")
+    commit(repo, {"conf.py": "MODE = 'side'\n"}, "side")
+    git(repo, "checkout", "-q", "main")
+    commit(repo, {"conf.py": "MODE = 'main'\n"}, "main")
+    subprocess.run(["git", "-C", str(repo), "merge", "-q", "side"], capture_output=True)  # conflicts
+    (repo / "conf.py").write_text(f"MODE = 'both'\nTOKEN = '{token}'\n")
+    git(repo, "add", "conf.py")
+    git(repo, "commit", "-q", "--no-edit")
+    merge = git(repo, "rev-parse", "HEAD")
+    (f,) = findings(scan(repo)[1])
+    assert f["commit"]["sha"] == merge and f["line"] == 2  # type: ignore[index]
+
+
+def test_renamed_file_keeps_its_original_commit_and_path(repo: Path) -> None:
+    token = github_token()
+    first = commit(repo, {"old/keys.py": f"T = '{token}'\n"}, "add keys")
+    git(repo, "mv", "old/keys.py", "new_keys.py")
+    git(repo, "commit", "-q", "-m", "move keys")
+    (f,) = findings(scan(repo)[1])
+    assert (f["path"], f["commit"]["sha"], f["present_at_head"]) == ("old/keys.py", first, True)  # type: ignore[index]
+
+
 def test_staged_only_reports_added_lines(repo: Path) -> None:
     old, new = github_token(), github_token()
     commit(repo, {"a.py": f"OLD = '{old}'\n"}, "old secret, accepted long ago")
