@@ -205,55 +205,94 @@ def _read_exact(stream: IO[bytes], n: int) -> bytes:
     return data
 
 
-def iter_blob_contents(
-    repo_path: str, shas: Sequence[str], warnings: list[str]
-) -> Iterator[tuple[str, bytes]]:
-    """Stream blob contents through one ``git cat-file --batch``; a corrupt object is reported and
-    the stream restarts after it, so one bad object never ends the scan."""
-    pending = list(shas)
-    while pending:
-        proc = subprocess.Popen(
-            ["git", "-C", repo_path, "cat-file", "--batch"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        assert proc.stdin is not None and proc.stdout is not None
+class CatFile:
+    """One long-lived ``git cat-file --batch`` per process and repository.
 
-        def feed(items: list[str], pipe: IO[bytes]) -> None:  # a thread: a full pipe must not deadlock us
+    Restarting it for every shard threw away its delta-base cache, so each shard began by
+    re-inflating whole delta chains: on the 15,000-commit bench repository the cat-file processes
+    took 1.4 CPU-s that way against 0.6 s for one process that lives through the scan. A corrupt
+    object ends the process; the next request starts a fresh one after it, so one bad object never
+    ends the scan.
+    """
+
+    def __init__(self, repo_path: str) -> None:
+        self.repo_path = repo_path
+        self.pid = os.getpid()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _process(self) -> subprocess.Popen[bytes]:
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = subprocess.Popen(
+                ["git", "-C", self.repo_path, "cat-file", "--batch"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+        return self._proc
+
+    def contents(self, shas: Sequence[str], warnings: list[str]) -> Iterator[tuple[str, bytes]]:
+        pending = list(shas)
+        while pending:
+            proc = self._process()
+            assert proc.stdin is not None and proc.stdout is not None
+
+            def feed(items: list[str], pipe: IO[bytes]) -> None:  # a thread: a full pipe must not deadlock
+                try:
+                    pipe.write(b"".join(sha.encode() + b"\n" for sha in items))
+                    pipe.flush()
+                except (BrokenPipeError, ValueError):
+                    pass
+
+            feeder = threading.Thread(target=feed, args=(pending, proc.stdin), daemon=True)
+            feeder.start()
+            done, clean = 0, False
             try:
-                for sha in items:
-                    pipe.write(sha.encode() + b"\n")
-                pipe.close()
-            except (BrokenPipeError, ValueError):
-                pass
-
-        feeder = threading.Thread(target=feed, args=(pending, proc.stdin), daemon=True)
-        feeder.start()
-        done = 0
-        try:
-            for sha in pending:
-                header = proc.stdout.readline()
-                if not header:
-                    raise EOFError
-                parts = header.split()
-                if len(parts) >= 2 and parts[1] == b"missing":
-                    warnings.append(f"missing object {sha}")
+                for sha in pending:
+                    header = proc.stdout.readline()
+                    parts = header.split()
+                    if not parts or parts[0] != sha.encode():
+                        raise EOFError  # died, or out of step with our requests
                     done += 1
-                    continue
-                size = int(parts[2])
-                data = _read_exact(proc.stdout, size)
-                _read_exact(proc.stdout, 1)  # the newline after each object
-                done += 1
-                yield sha, data
-            pending = []
-        except (EOFError, ValueError, IndexError):
-            bad = pending[done] if done < len(pending) else "?"
-            err = proc.stderr.read().decode("utf-8", "replace").strip().splitlines() if proc.stderr else []
-            warnings.append(f"cannot read object {bad}: {err[-1] if err else 'git cat-file failed'}")
-            pending = pending[done + 1 :]
-        finally:
+                    if parts[1] == b"missing":
+                        warnings.append(f"missing object {sha}")
+                        continue
+                    data = _read_exact(proc.stdout, int(parts[2]))
+                    _read_exact(proc.stdout, 1)  # the newline after each object
+                    yield sha, data
+                pending, clean = [], True
+            except (EOFError, ValueError, IndexError):
+                bad = pending[done] if done < len(pending) else "?"
+                self.close()
+                stderr = proc.stderr.read() if proc.stderr else b""
+                err = stderr.decode("utf-8", "replace").strip().splitlines()
+                warnings.append(f"cannot read object {bad}: {err[-1] if err else 'git cat-file failed'}")
+                pending, clean = pending[done + 1 :], True
+            finally:
+                if not clean:  # the caller stopped early: unread answers would desynchronise the next call
+                    self.close()
+                feeder.join(timeout=5)
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
             proc.kill()
             proc.wait()
-            feeder.join(timeout=1)
+
+
+_CAT_FILES: dict[str, CatFile] = {}
+
+
+def cat_file(repo_path: str) -> CatFile:
+    """This process's cat-file for ``repo_path``; a forked worker never uses its parent's pipes."""
+    current = _CAT_FILES.get(repo_path)
+    if current is None or current.pid != os.getpid():
+        current = _CAT_FILES[repo_path] = CatFile(repo_path)
+    return current
+
+
+def close_cat_files() -> None:
+    for cf in list(_CAT_FILES.values()):
+        if cf.pid == os.getpid():
+            cf.close()
+    _CAT_FILES.clear()
 
 
 _JOB: tuple[Engine, str] | None = None  # (engine, repo path), set before fork
@@ -273,7 +312,7 @@ def _scan_contents(
     engine: Engine, repo_path: str, paths: dict[str, str], stats: ScanStats, warnings: list[str]
 ) -> Iterator[tuple[str, list[Finding]]]:
     """(blob id, findings) for each text blob with findings; binaries and sizes go to ``stats``."""
-    for sha, raw in iter_blob_contents(repo_path, list(paths), warnings):
+    for sha, raw in cat_file(repo_path).contents(list(paths), warnings):
         data = prepare(raw)
         if data is None:
             stats.skip("binary")
@@ -319,6 +358,7 @@ def scan_blobs(
             warnings.extend(part_warnings)
     finally:
         _JOB = None
+        close_cat_files()
     return found, stats, warnings
 
 
@@ -474,9 +514,12 @@ def scan_staged(engine: Engine, repo: Repo, max_blob_size: int = DEFAULT_MAX_BLO
         stats.skip("too-large", len(staged) - len(wanted))
     findings: list[Finding] = []
     shown = {sha: decode_path(path) for sha, path in wanted.items()}
-    for sha, hits in _scan_contents(engine, str(repo.path), shown, stats, warnings):
-        lines = added[wanted[sha]]
-        findings.extend(replace(f, extra={"staged": True}) for f in hits if f.line in lines)
+    try:
+        for sha, hits in _scan_contents(engine, str(repo.path), shown, stats, warnings):
+            lines = added[wanted[sha]]
+            findings.extend(replace(f, extra={"staged": True}) for f in hits if f.line in lines)
+    finally:
+        close_cat_files()
     findings.sort(key=lambda f: (f.path, f.line, f.rule_id))
     return GitScan(findings, stats, warnings)
 
