@@ -149,11 +149,15 @@ def instrumented_pass(engine: Any, files: Sequence[tuple[str, bytes]]) -> dict[s
         for idx in sorted(regions):
             rule = rules[idx]
             s = stats[idx]
-            for lo, hi in regions[idx]:
+            for lo, hi, stop in regions[idx]:
                 s.regions += 1
                 s.region_bytes += hi - lo
                 t = time.perf_counter()
-                matches = list(rule.compiled.finditer(data, lo, hi))
+                matches = []
+                for m in rule.compiled.finditer(data, lo, hi):  # as the engine does
+                    matches.append(m)
+                    if m.end() >= stop:
+                        break
                 dt = time.perf_counter() - t
                 s.regex_s += dt
                 stage["regex_s"] += dt

@@ -140,11 +140,13 @@ class Engine:
         hits: list[_Hit] = []
         for idx in sorted(regions):
             rule = self.rules[idx]
-            for lo, hi in regions[idx]:
+            for lo, hi, stop in regions[idx]:
                 for m in rule.compiled.finditer(data, lo, hi):
                     hit = self._confirm(rule, idx, m, data, lines, path)
                     if hit is not None:
                         hits.append(hit)
+                    if m.end() >= stop:  # no match of this rule ends later in the window
+                        break
         if not hits:
             return []
         # pairing first: an unpaired pair-only hit must not win a dedupe and then vanish

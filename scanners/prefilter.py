@@ -7,6 +7,7 @@ runs it over whole files. Hyperscan is an optional speed-up, never a different d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -19,7 +20,10 @@ from scanners.rulepack import Rule
 
 log = logging.getLogger(__name__)
 
-Regions = dict[int, list[tuple[int, int]]]
+Regions = dict[int, list[tuple[int, int, int]]]
+"""Rule index -> sorted, disjoint windows ``(lo, hi, stop)``: run the rule's regex over
+``data[lo:hi]`` and stop after a match ending at or past ``stop``; ``stop == hi`` when the prefilter
+cannot tell where the last match ends."""
 
 _hs: Any
 try:  # Hyperscan wheels exist for Linux x86_64 and macOS; elsewhere the keyword prefilter serves
@@ -36,7 +40,7 @@ class Prefilter(Protocol):
     name: str
 
     def regions(self, data: bytes) -> Regions:
-        """Map rule index -> sorted, disjoint byte ranges on which to run that rule's regex."""
+        """Map rule index -> the windows (see ``Regions``) on which to run that rule's regex."""
         ...
 
 
@@ -63,7 +67,7 @@ class KeywordPrefilter:
     def regions(self, data: bytes) -> Regions:
         lowered = data.lower()
         memo: dict[str, bool] = {}
-        whole = [(0, len(data))]
+        whole = [(0, len(data), len(data))]
         return {i: whole for i, r in enumerate(self._rules) if _keywords_present(r, lowered, memo)}
 
 
@@ -77,13 +81,21 @@ class _Database:
     def __init__(self, exprs: list[bytes], flags: list[int], ids: list[int], labels: list[str],
                  cache_dir: Path | None) -> None:
         self._exprs, self._flags, self._ids, self._labels = exprs, flags, ids, labels
-        h = hashlib.sha256(_hs.__version__.encode())
+        h = hashlib.sha256(_hs.__version__.encode() + b"\0relaxed-sidecar")
         for e, f, i in zip(exprs, flags, ids, strict=True):
             h.update(b"%d\0%d\0%s\n" % (i, f, e))
         path = (cache_dir if cache_dir is not None else default_cache_dir()) / f"hs-{h.hexdigest()[:32]}.db"
+        relaxed_path = path.with_suffix(".relaxed")
+        self.relaxed: frozenset[int] = frozenset(ids)  # until known: nothing is taken as exact
         loaded = self._load(path) if path.is_file() else None
-        if loaded is None:
+        if loaded is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.relaxed = frozenset(int(i) for i in relaxed_path.read_text().split())
+        else:
+            self._relaxed_positions: frozenset[int] = frozenset()
             loaded = self._compile(frozenset())
+            self.relaxed = frozenset(ids[i] for i in self._relaxed_positions)
+            write_atomic(relaxed_path, "".join(f"{i}\n" for i in sorted(self.relaxed)).encode())
             write_atomic(path, _hs.dumpb(loaded))
         self.db: Any = loaded
 
@@ -105,6 +117,7 @@ class _Database:
         db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
         try:
             db.compile(expressions=self._exprs, ids=self._ids, elements=len(self._exprs), flags=flags)
+            self._relaxed_positions = relaxed
             return db
         except _hs.error as exc:
             bad = self._uncompilable(flags)
@@ -175,6 +188,14 @@ class HyperscanPrefilter:
             if second
             else None
         )
+        relaxed = self._main.relaxed | (self._second.relaxed if self._second is not None else frozenset())
+        self._exact = frozenset(
+            i for i in main + second
+            if not self._rules[i].anchor and not self._rules[i].span and i not in relaxed
+        )
+        """Rules whose Hyperscan pattern is their own regex, compiled exactly, on single-line windows:
+        Hyperscan reports every offset where a match of theirs ends, so ``re`` can stop after the
+        last one instead of searching the rest of a long line (the cost on minified files)."""
         self._second_kw: frozenset[int] = frozenset().union(*(self._rule_kw_ids[i] for i in second))
         self._second_always = any(not self._rules[i].keywords for i in second)
 
@@ -198,7 +219,10 @@ class HyperscanPrefilter:
                 kws = self._rule_kw_ids[ident]
                 if not kws or kws & seen_kw:
                     ends.setdefault(ident, []).append(end)
-        out: Regions = {i: self._windows(data, pos, self._rules[i].span) for i, pos in ends.items()}
+        exact = self._exact
+        out: Regions = {
+            i: self._windows(data, pos, self._rules[i].span, i in exact) for i, pos in ends.items()
+        }
         for ident, partner in self._paired:
             kws = self._rule_kw_ids[ident]
             if partner in ends and (not kws or kws & seen_kw):
@@ -206,29 +230,34 @@ class HyperscanPrefilter:
         return out
 
     @staticmethod
-    def _windows(data: bytes, positions: list[int], span: int) -> list[tuple[int, int]]:
-        """The line(s) around each match end, merged; ``span`` widens multi-line rules both ways."""
+    def _windows(
+        data: bytes, positions: list[int], span: int, exact: bool
+    ) -> list[tuple[int, int, int]]:
+        """The line(s) around each match end, merged; ``span`` widens multi-line rules both ways.
+        With ``exact`` ends, a window's stop is the last end in it, else its own end."""
         positions.sort()
         size = len(data)
-        ranges: list[tuple[int, int]] = []
+        ranges: list[tuple[int, int, int]] = []
         hi = -1
         for end in positions:
             if end <= hi:
+                if exact:
+                    ranges[-1] = (ranges[-1][0], hi, end)
                 continue
             lo = data.rfind(b"\n", 0, max(0, end - 1 - span)) + 1
             hi = data.find(b"\n", end + span)  # multi-line: the anchor may be the first line
             if hi < 0:
                 hi = size
             if ranges and lo <= ranges[-1][1]:
-                ranges[-1] = (ranges[-1][0], hi)
+                ranges[-1] = (ranges[-1][0], hi, end if exact else hi)
             else:
-                ranges.append((lo, hi))
+                ranges.append((lo, hi, end if exact else hi))
         return ranges
 
     @staticmethod
-    def _around(data: bytes, positions: list[int], lines: int) -> list[tuple[int, int]]:
+    def _around(data: bytes, positions: list[int], lines: int) -> list[tuple[int, int, int]]:
         """``lines`` whole lines before and after the line of each partner match, merged."""
-        ranges: list[tuple[int, int]] = []
+        ranges: list[tuple[int, int, int]] = []
         for end in sorted(positions):
             lo = data.rfind(b"\n", 0, max(0, end - 1)) + 1
             for _ in range(lines):
@@ -243,9 +272,10 @@ class HyperscanPrefilter:
                     break
                 hi, pos = nxt, nxt + 1
             if ranges and lo <= ranges[-1][1]:
-                ranges[-1] = (ranges[-1][0], max(hi, ranges[-1][1]))
+                top = max(hi, ranges[-1][1])
+                ranges[-1] = (ranges[-1][0], top, top)
             else:
-                ranges.append((lo, hi))
+                ranges.append((lo, hi, hi))
         return ranges
 
 
