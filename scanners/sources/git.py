@@ -31,6 +31,13 @@ DEFAULT_MAX_BLOB_SIZE = 10 * 1024 * 1024
 PARALLEL_MIN_BYTES = 64 * 1024 * 1024
 _HUNK = re.compile(rb"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+BINARY_SUFFIXES = frozenset(
+    b".png .jpg .jpeg .gif .ico .webp .gz .tgz .xz .zip .jar .war .whl .egg .7z .mo .pyc .pyo .class "
+    b".so .dylib .dll .exe .o .a .wasm .woff .woff2 .ttf .otf .eot".split()
+)
+"""Formats whose own header puts a NUL byte in the first 8 KiB, so the content sniff would call
+every one binary anyway: skipping them by name spares reading them out of the pack at all (gzip'd
+fixtures and compiled catalogs were 6% of the bench repository's blob bytes)."""
 
 
 def decode_path(raw: bytes) -> str:
@@ -171,6 +178,8 @@ class GitHistorySource:
         commit, order = "", -1
         try:
             for line in check.stdout:
+                if line.startswith(b"tree ", line.find(b" ") + 1):  # most lines: skipped unsplit
+                    continue
                 parts = line.rstrip(b"\n").split(b" ", 3)
                 kind = parts[1] if len(parts) >= 2 else b""
                 if kind == b"commit":
@@ -185,6 +194,10 @@ class GitHistorySource:
                 size = int(parts[2])
                 if size > self.max_blob_size:
                     self.stats.skip("too-large")
+                    continue
+                dot = parts[3].rfind(b".")
+                if dot > parts[3].rfind(b"/") and parts[3][dot:].lower() in BINARY_SUFFIXES:
+                    self.stats.skip("binary")
                     continue
                 sha = parts[0].decode()
                 origin[sha] = (commit, order)

@@ -179,6 +179,18 @@ def test_binary_huge_renamed_and_non_utf8_paths(repo: Path) -> None:
     assert report["stats"]["skipped"] == {"binary": 1, "too-large": 1}  # type: ignore[index]
 
 
+def test_binary_formats_are_skipped_by_name_without_being_read(repo: Path) -> None:
+    """PNG, gzip and compiled catalogs always start with a NUL-bearing header, so their blobs are
+    never read out of the pack; a text file merely named like one is not scanned (the trade-off)."""
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + github_token().encode()
+    commit(repo, {"logo.png": png, "Data.GZ": f"T = '{github_token()}'\n",
+                  "app.py": f"T = '{github_token('gho')}'\n"}, "assets")
+    _, report, _ = scan(repo)
+    assert [f["path"] for f in findings(report)] == ["app.py"]
+    assert report["stats"]["skipped"] == {"binary": 2}  # type: ignore[index]
+    assert report["stats"]["files"] == 1  # type: ignore[index]
+
+
 def test_not_a_repository_and_bad_revisions(tmp_path: Path, repo: Path) -> None:
     rc, _, err = scan(tmp_path)
     assert rc == 2 and err.strip().endswith("not a git repository") and len(err.strip().splitlines()) == 1
