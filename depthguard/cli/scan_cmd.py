@@ -275,3 +275,32 @@ def _excluder(patterns: list[str]) -> Callable[[str], bool]:
 
     spec = pathspec.GitIgnoreSpec.from_lines(patterns)
     return lambda path: bool(spec.match_file(path))
+
+
+@app.command("env")
+@common_options
+@click.option("--pid", type=click.IntRange(min=1), help="Scan process N's environment (/proc/N/environ).")
+@click.option("--all-processes", is_flag=True, help="Scan every process whose environment is readable.")
+@click.option("--file", "files", multiple=True, type=PathType, metavar="FILE",
+              help="Scan a .env file, Kubernetes manifest, Helm values or docker-compose file (repeatable).")
+def scan_env_cmd(pid: int | None, all_processes: bool, files: tuple[Path, ...], **common: Any) -> None:
+    """Scan environment variables: this process's (default), another process's, or env-like files."""
+    from scanners.sources.env import scan_all_processes, scan_env_files, scan_own_env, scan_pid
+
+    opts = scan_options(common)
+    if sum(bool(x) for x in (pid, all_processes, files)) > 1:
+        raise UsageError("--pid, --all-processes and --file are mutually exclusive")
+    cfg = resolve_config(opts, Path.cwd())
+    eng = build_engine(cfg, opts.engine)
+    started = time.perf_counter()
+    if pid is not None:
+        scan, roots = scan_pid(eng, pid), [f"pid:{pid}"]
+    elif all_processes:
+        scan, roots = scan_all_processes(eng), ["/proc"]
+    elif files:
+        scan, roots = scan_env_files(eng, list(files)), [str(f) for f in files]
+    else:
+        scan, roots = scan_own_env(eng), ["env"]
+    scan.stats.rules, scan.stats.engine = len(eng.rules), eng.backend
+    scan.stats.seconds = time.perf_counter() - started
+    finish(ScanResult(scan.findings, scan.stats, roots=roots, warnings=scan.warnings), opts)

@@ -31,13 +31,20 @@ def _location(f: Finding) -> str:
 
 
 def _where(f: Finding) -> str:
-    """Source context beyond the path: the commit or image layer a finding was seen in."""
+    """Source context beyond the path: the commit, image layer, process or file it was seen in."""
     parts: list[str] = []
     if f.commit and f.commit.get("sha"):
         parts.append(f"commit {str(f.commit['sha'])[:12]}")
     if f.layer and f.layer.get("digest"):
         deleted = ", deleted" if f.layer.get("deleted") else ""
         parts.append(f"layer {f.layer.get('index', '?')} {str(f.layer['digest'])[:19]}{deleted}")
+    if "pid" in f.extra:  # env: which process, and which file or object a variable came from
+        command = f.extra.get("command")
+        parts.append(f"pid {f.extra['pid']}" + (f" {printable(str(command))}" if command else ""))
+    if "file" in f.extra:
+        parts.append(f"{printable(str(f.extra['file']))}:{f.line}")
+    if "object" in f.extra:
+        parts.append(printable(str(f.extra["object"])))
     return f" ({'; '.join(parts)})" if parts else ""
 
 
