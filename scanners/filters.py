@@ -191,8 +191,11 @@ _NON_SECRET_KEYS = re.compile(
 )
 _NON_SECRET_KEY_PREFIX = re.compile(
     r"(?i)^(?:[a-z0-9]+[_.-])*?(?:is|has|use|uses|enable|disable|show|hide|require|allow|check|"
-    r"validate|forgot|reset|confirm|toggle|should|can|must|num|max|min|no|on|get|fetch|read|load)"
+    r"validate|forgot|reset|confirm|toggle|should|can|must|num|max|min|no|on)"
     r"[_.-]"
+    # an accessor (``get_password``, ``config.read_token``) only leads a name or follows a dot: inside
+    # one it is a qualifier of the secret (``DB_READ_PASSWORD``, ``HF_READ_TOKEN``)
+    r"|^(?:[a-z0-9_-]*\.)*(?:get|fetch|read|load)[_.-]"
 )
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _CODE_EXT = re.compile(

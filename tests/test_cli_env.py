@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.scanners.sources.test_env import wait_for_exec
 from tests.secretgen import github_token
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,7 @@ def test_pid_finds_a_secret_in_a_child_process_environment() -> None:
         [sys.executable, "-c", "import time; time.sleep(60)"],
         env={"PATH": os.environ.get("PATH", ""), "APP_TOKEN": token, "HOME": "/nonexistent"},
     )
+    wait_for_exec(child.pid)
     try:
         proc = depthguard("scan", "env", "--pid", str(child.pid), "-f", "json", "--no-progress")
     finally:

@@ -63,6 +63,14 @@ def where(f: Finding) -> tuple[str, int, int, int]:
 # processes
 
 
+def wait_for_exec(pid: int) -> None:
+    """Until the child has exec'd, /proc/PID/environ is still the forked parent's environment."""
+    deadline = time.monotonic() + 10
+    while b"time.sleep" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "child did not exec"
+        time.sleep(0.005)
+
+
 @pytest.fixture()
 def child() -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     """A real process whose environment holds a GitHub token and a random password."""
@@ -71,6 +79,7 @@ def child() -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
            "APP_TOKEN": token, "DB_PASSWORD": password, "GIT_COMMIT": SHA1,
            "DB_PASSWORD_REF": "vault:secret/data/db#password"}
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], env=env)
+    wait_for_exec(proc.pid)
     try:
         yield proc, token, password
     finally:
