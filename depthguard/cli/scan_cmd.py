@@ -277,6 +277,47 @@ def _excluder(patterns: list[str]) -> Callable[[str], bool]:
     return lambda path: bool(spec.match_file(path))
 
 
+@app.command("image")
+@click.argument("target")
+@common_options
+@click.option("--max-file-size", help="Skip larger files inside layers (e.g. 10MB; default 10MB).")
+@click.option("--max-image-size", help="Stop reading after this many uncompressed bytes (default 4GB).")
+@click.option("--archive-depth", type=click.IntRange(min=0), default=None,
+              help="How deep to open archives nested in layers (default 3; 0: never).")
+def scan_image_cmd(
+    target: str,
+    max_file_size: str | None,
+    max_image_size: str | None,
+    archive_depth: int | None,
+    **common: Any,
+) -> None:
+    """Scan a container image: every layer (deleted files too), its config and its history.
+
+    TARGET is a `docker save` tarball, an OCI image layout directory, an OCI archive, or
+    docker://NAME[:TAG] (exported with the docker CLI)."""
+    from dataclasses import replace
+
+    from scanners.sources.image import ImageLimits, scan_image
+
+    opts = scan_options(common)
+    local = Path(target)
+    cfg = resolve_config(opts, local if not target.startswith("docker://") and local.exists() else Path.cwd())
+    size_limit = parse_size(max_file_size, "", "--max-file-size") if max_file_size else cfg.max_file_size
+    limits = ImageLimits()
+    if max_image_size:
+        limits = replace(limits, max_total_bytes=parse_size(max_image_size, "", "--max-image-size"))
+    if archive_depth is not None:
+        limits = replace(limits, max_depth=archive_depth)
+    eng = build_engine(cfg, opts.engine)
+    started = time.perf_counter()
+    scan = scan_image(eng, target, max_file_size=size_limit, limits=limits)
+    scan.stats.rules, scan.stats.engine = len(eng.rules), eng.backend
+    scan.stats.seconds = time.perf_counter() - started
+    excluded = _excluder(cfg.exclude)
+    findings = [f for f in scan.findings if not excluded(f.path)]
+    finish(ScanResult(findings, scan.stats, roots=[target], warnings=scan.warnings), opts)
+
+
 @app.command("env")
 @common_options
 @click.option("--pid", type=click.IntRange(min=1), help="Scan process N's environment (/proc/N/environ).")
