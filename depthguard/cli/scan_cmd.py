@@ -140,8 +140,9 @@ def finish(result: ScanResult, opts: ScanOptions) -> None:
     color = opts.output is None and sys.stdout.isatty()
     text = render(result, opts.fmt, show_secrets=opts.show_secrets, color=color)
     write_output(text, opts.output)
-    for warning in result.warnings:
-        print(f"depthguard: warning: {warning}", file=sys.stderr)
+    if opts.fmt != "text" or opts.output is not None:  # the text report on stdout already lists them
+        for warning in result.warnings:
+            print(f"depthguard: warning: {warning}", file=sys.stderr)
     raise click.exceptions.Exit(1 if result.findings and not opts.exit_zero else 0)
 
 
