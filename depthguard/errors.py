@@ -48,7 +48,14 @@ class LeaseExpired(BackendError):
 
 
 class AccessError(DepthguardError):
-    """A caller is not allowed to do what it asked."""
+    """A caller is not allowed to do what it asked.
+
+    ``reason`` is a short machine code (``expired``, ``uid_mismatch``, ``out_of_scope``…) for metrics and
+    the audit trail; the message is for people and never carries a token or a secret."""
+
+    def __init__(self, reason: str, message: str = "") -> None:
+        self.reason = reason
+        super().__init__(message or reason.replace("_", " "))
 
 
 class Unauthorized(AccessError):
