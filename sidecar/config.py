@@ -15,7 +15,6 @@ secrets (a Vault token in ``auth:``): only key paths, and the text of keys the u
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal as _signal
@@ -38,6 +37,7 @@ from pydantic import (
 
 from broker.backends.interface import SecretBackend, SecretRef
 from broker.cache import CachePolicy
+from depthguard.durations import parse_duration
 from depthguard.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,8 +76,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _GLOB_CHARS = frozenset("*?[")
 _TEMPLATE_FIELDS = frozenset({"value", "name", "version"})
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 # ------------------------------------------------------------------------------------ scalar types
@@ -95,22 +93,6 @@ class _YamlInt(int):
         obj = super().__new__(cls, value)
         obj.text = text
         return obj
-
-
-def parse_duration(value: object) -> float:
-    """``500ms``, ``30s``, ``10m``, ``1h``, ``2d`` or a plain number of seconds → seconds (>= 0)."""
-    if isinstance(value, bool):
-        raise ValueError("not a duration (use 500ms, 30s, 10m, 1h, 2d or a number of seconds)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m[1]) * _UNITS[m[2]]
-    else:
-        shown = f" {value!r}" if isinstance(value, str) and len(value) <= 40 else ""
-        raise ValueError(f"not a duration{shown} (use 500ms, 30s, 10m, 1h, 2d or a number of seconds)")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError("a duration must be a finite number >= 0")
-    return seconds
 
 
 def _positive_duration(value: object) -> float:
