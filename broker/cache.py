@@ -263,6 +263,19 @@ class SecretCache:
                 raise err
             return self._stale_or_fail(key, current, self._now(), err)
 
+    def peek(self, key: str) -> SecretValue | None:
+        """The value for ``key`` (``str(ref)``) if a fresh entry exists, else ``None``; never calls a
+        backend, so an async server can answer a hit on its event loop without a thread hop."""
+        with self._lock:
+            if self._closed:
+                return None
+            entry = self._entries.get(key)
+            if entry is None or self._now() >= entry.expires_at:
+                return None
+            self._entries.move_to_end(key)
+            self._metrics.count("hits", key)
+            return self._decrypt(key, entry)
+
     def invalidate(self, ref: SecretRef | str) -> bool:
         """Drop the entry for ``ref`` so the next ``get`` reads the backend. An in-flight read is
         detached: its waiters still get its answer but it is not cached. The lease (if any) is not

@@ -11,7 +11,7 @@ import sys
 import click
 
 from depthguard import __version__
-from depthguard.cli import audit_cmd, baseline_cmd, hook_cmd, rules_cmd, scan_cmd, store_cmd
+from depthguard.cli import audit_cmd, baseline_cmd, hook_cmd, rules_cmd, scan_cmd, sidecar_cmd, store_cmd
 from depthguard.errors import ConfigError, DepthguardError, ReportError, RuleError, SourceError, UsageError
 
 _USER_ERRORS = (UsageError, ConfigError, SourceError, ReportError, RuleError)
@@ -29,6 +29,7 @@ app.add_command(rules_cmd.app)
 app.add_command(hook_cmd.app)
 app.add_command(store_cmd.app)
 app.add_command(audit_cmd.app)
+app.add_command(sidecar_cmd.app)
 
 
 def _fail(message: str, code: int) -> None:

@@ -188,6 +188,19 @@ def test_hit_and_miss_metrics() -> None:
     assert metrics.counts == Counter({"misses": 1, "hits": 1})
 
 
+def test_peek_serves_only_fresh_entries_and_never_reads_the_backend() -> None:
+    cache, backend, clock, metrics = make()
+    assert cache.peek(str(REF)) is None and backend.reads == 0
+    cache.get(REF, backend)
+    hit = cache.peek(str(REF))
+    assert hit is not None and hit.value == b"app/db-value-1"
+    assert metrics.counts == Counter({"misses": 1, "hits": 1})
+    clock.advance(1000)  # past expiry: a miss for peek, which leaves the re-read to get()
+    assert cache.peek(str(REF)) is None and backend.reads == 1
+    cache.close()
+    assert cache.peek(str(REF)) is None
+
+
 def test_refresh_ahead_happens_before_expiry() -> None:
     cache, backend, clock, metrics = make()  # refresh 100 s, due at 80 s, no jitter
     cache.get(REF, backend)

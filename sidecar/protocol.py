@@ -1,0 +1,177 @@
+"""uvicorn's httptools protocol, plus the kernel's peer credentials and request size limits.
+
+uvicorn does not put ``SO_PEERCRED`` in the ASGI scope, and the peer cannot be recovered later from a
+request. So ``connection_made`` reads the credentials once per connection (the kernel fixed them at
+``connect``), and ``on_message_begin`` hands the same object to every request of that connection as
+``scope["extensions"]["depthguard.peer"]`` (``None`` when the transport has no credentials, e.g. TCP:
+the app must then refuse anything that needs an identity).
+
+Size limits live here rather than in middleware because httptools buffers an unfinished header line
+without bound and starts the app as soon as the headers end: the protocol is the only place that can
+refuse an oversized header block (431) before buffering it all, or a too-large declared body (413)
+before the app runs. Rejections are written directly as the API's JSON error with ``connection: close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from sidecar.peercred import PeerCred, read_peercred
+
+__all__ = ["PEER_KEY", "PeerCredProtocol", "ProtocolLimits", "make_protocol", "peer_of"]
+
+PEER_KEY = "depthguard.peer"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProtocolLimits:
+    """Mutable on purpose: a config reload updates the limits of the running server in place."""
+
+    max_header_bytes: int = 8192
+    """Request line + header names and values (+4 bytes per header for ': ' and CRLF)."""
+    max_body_bytes: int = 16384
+    on_reject: Callable[[int], None] | None = None
+    """Called with the status (413/431) of every request refused here (metrics)."""
+
+
+class _Reject(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def peer_of(scope: MutableMapping[str, Any]) -> PeerCred | None:
+    """The peer credentials the protocol put in ``scope`` (``None``: no kernel identity)."""
+    ext = scope.get("extensions")
+    peer: PeerCred | None = ext.get(PEER_KEY) if ext else None
+    return peer
+
+
+class PeerCredProtocol(HttpToolsProtocol):
+    """Adds ``peer`` (per connection) and header/body limits to uvicorn's httptools protocol."""
+
+    limits: ClassVar[ProtocolLimits] = ProtocolLimits()
+    peer: PeerCred | None = None
+    _header_bytes = 0
+    _raw_header_bytes = 0
+    _body_bytes = 0
+    _in_headers = False
+    _rejected = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        try:
+            self.peer = read_peercred(sock) if sock is not None else None
+        except OSError:
+            self.peer = None  # not a Unix socket (tests on TCP): no identity, the app refuses
+        super().connection_made(transport)
+
+    # -------------------------------------------------------------- parsing with limits
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, except that a limit raised in a parser callback becomes our
+        413/431 instead of a generic 400, and an unfinished header block cannot grow without bound."""
+        if self._rejected:
+            return
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+            if self._in_headers:
+                self._raw_header_bytes += len(data)
+                if self._raw_header_bytes > self.limits.max_header_bytes + 1024:
+                    raise _Reject(431, "request headers too large")
+        except _Reject as rej:
+            self._reject(rej)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _Reject):  # httptools wraps callback exceptions
+                self._reject(exc.__context__)
+                return
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {PEER_KEY: self.peer}  # type: ignore[dict-item]  # ASGI allows any value
+        self._header_bytes = self._raw_header_bytes = self._body_bytes = 0
+        self._in_headers = True
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        limit = self.limits.max_body_bytes
+        for name, value in self.headers:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _Reject(400, "invalid content-length") from None
+                if declared > limit:
+                    raise _Reject(413, f"request body larger than {limit} bytes")
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:  # chunked bodies declare no length
+            raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
+        super().on_body(body)
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(431, "request headers too large")
+
+    def _reject(self, rej: _Reject) -> None:
+        """Answer with the API's JSON error and close: the rest of the stream cannot be trusted."""
+        self._rejected = True
+        hook = self.limits.on_reject
+        if hook is not None:
+            hook(rej.status)
+        code = "bad_request"
+        body = json.dumps({"error": {"code": code, "message": rej.message}}).encode()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.response_started:
+            self.transport.close()  # the app already answered part of it: nothing sane to add
+            return
+        if cycle is not None:
+            # The app may already be running (chunked body): make its receive() see a disconnect
+            # and its send() a no-op, so nothing is written after our answer.
+            cycle.disconnected = True
+            cycle.message_event.set()
+        head = [STATUS_LINE[rej.status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+        self.transport.write(b"".join(head))
+        self.transport.close()
+
+
+def make_protocol(limits: ProtocolLimits) -> type[PeerCredProtocol]:
+    """A protocol class bound to ``limits`` (uvicorn instantiates the class once per connection)."""
+    return type("SidecarHttpProtocol", (PeerCredProtocol,), {"limits": limits})
