@@ -406,6 +406,15 @@ def is_unquoted_expression(c: Candidate) -> bool:
     return bool(_CODE_EXT.search(c.path))
 
 
+_GLOB = re.compile(r"^(?:[a-z0-9]+[-_.])*\*(?:[-_.][a-z0-9]+)*$|^(?:[a-z0-9]+[-_.])+\*$", re.IGNORECASE)
+
+
+def is_name_glob(c: Candidate) -> bool:
+    """Generic rules only: a glob over names (``stripe-*``, ``*.example.com``, ``app-*-prod``), as in a
+    list of secret names a role may read; a ``*`` that is a whole name segment is never a password's."""
+    return c.generic and "*" in c.secret and bool(_GLOB.match(c.secret))
+
+
 FILTERS: dict[str, Filter] = {
     "value.documented-example": is_documented_example,
     "value.placeholder": is_placeholder,
@@ -422,6 +431,7 @@ FILTERS: dict[str, Filter] = {
     "generic.word-like": is_word_like_generic,
     "generic.unquoted-expression": is_unquoted_expression,
     "generic.base64-dummy": is_base64_dummy,
+    "generic.name-glob": is_name_glob,
 }
 
 
