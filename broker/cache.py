@@ -247,6 +247,20 @@ class SecretCache:
                 return self._stale_or_fail(key, entry, now, None)
             flight = self._flights.get(key)
             leader = flight is None
+            if (
+                entry is not None
+                and entry.failures
+                and now - entry.expires_at <= self.policy.max_staleness
+            ):
+                # The backend has been failing: answer from the cache now and retry behind the
+                # caller's back, rather than make every request wait out a dead backend's timeout.
+                if leader:
+                    flight = self._flights[key] = _Flight()
+                    threading.Thread(
+                        target=self._run_flight, args=(key, flight, ref, backend, entry, refresh),
+                        name=f"refresh {key}", daemon=True,
+                    ).start()
+                return self._stale_or_fail(key, entry, now, None)
             if flight is None:
                 flight = self._flights[key] = _Flight()
         if leader:
@@ -275,6 +289,13 @@ class SecretCache:
             self._entries.move_to_end(key)
             self._metrics.count("hits", key)
             return self._decrypt(key, entry)
+
+    def servable(self, key: str) -> bool:
+        """Whether ``get`` could answer ``key`` from the cache right now (fresh, or expired within
+        ``max_staleness``) even if its backend is down: what readiness means for a warm cache."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and self._now() - entry.expires_at <= self.policy.max_staleness
 
     def invalidate(self, ref: SecretRef | str) -> bool:
         """Drop the entry for ``ref`` so the next ``get`` reads the backend. An in-flight read is

@@ -352,11 +352,13 @@ def create_app(service: Broker) -> FastAPI:
 
     @app.get("/v1/ready", response_model=None, responses=_errors(503))
     async def ready() -> Response:
-        """Readiness: every backend answers, or the cache is warm."""
+        """Readiness: every configured secret can be served (its backend answers, or the cache still
+        holds it within max staleness)."""
         ok, backends = await service.readiness()
         if ok:
             return _json(200, {"status": "ready", "backends": backends})
-        body = {"error": {"code": "unavailable", "message": "no backend reachable and the cache is cold"},
+        message = "a secret can be served neither by its backend nor from the cache"
+        body = {"status": "not_ready", "error": {"code": "unavailable", "message": message},
                 "backends": backends}
         return _json(503, body)
 

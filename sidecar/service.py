@@ -432,12 +432,18 @@ class Broker:
         return out
 
     async def readiness(self) -> tuple[bool, dict[str, bool]]:
-        """(ready, backend → healthy): ready when every backend answers, or the cache is warm."""
+        """(ready, backend → healthy): ready when every configured secret can be served, because its
+        backend answers or the cache still holds it within max staleness. A cache holding anything
+        at all is not enough: with its backends down and its entries past max staleness, every read
+        would answer 503."""
         at, health = self._health
         if time.monotonic() - at > _HEALTH_TTL:
             health = await asyncio.to_thread(self._check_health)
             self._health = (time.monotonic(), health)
-        ready = all(health.values()) or len(self._state.cache) > 0
+        st = self._state
+        ready = all(
+            health.get(s.ref.backend, False) or st.cache.servable(s.key) for s in st.secrets.values()
+        )
         return ready, health
 
 

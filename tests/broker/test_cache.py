@@ -314,6 +314,25 @@ def test_stale_if_error_then_fail_closed() -> None:
     assert metrics.stale[-1] == 0.0
 
 
+def test_once_the_backend_fails_stale_reads_do_not_wait_for_it() -> None:
+    """After a failed refresh, an expired value within max staleness is answered at once while the
+    retry runs in the background (a dead backend's timeout must not stall every request)."""
+    cache, backend, clock, _ = make()  # fresh 100 s, max staleness 30 s
+    cache.get(REF, backend)
+    backend.fail = BackendUnavailable("down")
+    clock.advance(101)
+    assert cache.get(REF, backend).value == b"app/db-value-1"  # the first failure is met in-line
+    clock.advance(10)  # past the backoff, still within max staleness
+    backend.gate, backend.fail = threading.Event(), None  # the backend is back, but slow
+    started = time.monotonic()
+    assert cache.get(REF, backend).value == b"app/db-value-1"  # stale, at once
+    assert time.monotonic() - started < 5
+    wait_until(lambda: backend.reads == 3)  # the background retry is under way
+    backend.gate.set()
+    wait_until(lambda: cache.peek(str(REF)) is not None)
+    assert cache.get(REF, backend).value == b"app/db-value-3"
+
+
 def test_secret_not_found_is_authoritative() -> None:
     cache, backend, clock, _ = make()
     cache.get(REF, backend)
