@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from depthguard.errors import ConfigError, Forbidden, Unauthorized
+from depthguard.fsutil import fsync_dir
 
 __all__ = [
     "ALGORITHM",
@@ -391,11 +392,7 @@ def _write_key_file(path: Path, ring: _Ring, *, replace: bool) -> bool:
     finally:
         if os.path.lexists(tmp):  # gone after a rename; after a link (or a failure) ours to remove
             os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return True
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from broker.backends.interface import SecretValue
 from depthguard.errors import BackendError, ConfigError
+from depthguard.fsutil import fsync_dir
 from sidecar.config import RenderConfig
 
 __all__ = ["RELOAD_TIMEOUT", "Renderer", "render_bytes"]
@@ -52,14 +53,6 @@ def render_bytes(name: str, spec: RenderConfig, value: SecretValue) -> bytes:
         version=value.version or "",
     )
     return text.encode("utf-8", "surrogateescape")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Renderer:
@@ -138,7 +131,7 @@ class Renderer:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

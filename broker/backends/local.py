@@ -62,6 +62,7 @@ from broker.backends.interface import (
     SecretValue,
 )
 from depthguard.errors import ConfigError
+from depthguard.fsutil import fsync_dir
 
 __all__ = [
     "ENV_KEY",
@@ -243,7 +244,7 @@ def resolve_key(
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(store_dir)
+    fsync_dir(store_dir)
     return StoreKey(key, f"store-key-file:{dev}", created=True)
 
 
@@ -259,14 +260,6 @@ class StoreEntry:
     """The latest version."""
     kept: tuple[int, ...]
     """Versions still readable with ``@VERSION``, oldest first."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStore:
@@ -346,7 +339,7 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -409,7 +402,7 @@ class LocalStore:
                 file.unlink()
             except FileNotFoundError:
                 raise SecretNotFound(f"local store: no secret named {name!r}") from None
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
 
     def names(self) -> list[str]:
         """Record names, sorted, without opening them (no key check)."""
