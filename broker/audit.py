@@ -25,12 +25,22 @@ across records without the log becoming a dictionary-attack target. Extra fields
 responsibility: pass names, codes and numbers, never values.
 
 Why the queue: ``record`` runs on the request path and must not wait for a disk or a network. It
-appends to a bounded in-memory queue; one writer thread assigns ``seq`` and ``prev`` (so the chain is
-serial even with many callers), writes batches to every sink and fsyncs once per batch. When the queue
-is full the record is dropped and counted, and an ``audit.dropped`` record saying how many follows as
-soon as there is room: the log can lose records under overload, but never without saying so. Remote
-sinks whose spool overflows report their losses the same way, as ``spool.dropped`` records written
-with the next heartbeat.
+checks its arguments, reduces ``value`` to its fingerprint and appends one tuple to a bounded
+in-memory queue (formatting is left to the writer). One writer thread assigns ``seq`` and ``prev`` (so
+the chain is serial even with many callers), formats the lines, writes each batch to every sink and
+fsyncs once per batch. It gathers before writing: a record that finds the writer idle wakes it, and
+the writer waits until that record has been queued for ``linger`` seconds (default 10 ms); after each
+write it keeps gathering on a timer for another ``linger`` without being woken. A full batch, a
+full queue or ``close`` ends the wait at once. So gathering delays a record by at most ``linger``,
+and under load one write, one fsync and one thread wake-up cover everything that arrived in that
+time (tens of records, not a handful), which also leaves the request path the GIL for longer
+stretches. The cost: a record reaches the disk up to ``linger`` later than it would otherwise (on
+the 2-CPU benchmark at ~11k reads/s: ~135 records per fsync, first record to fsync'd p50 13 ms, p99
+21 ms, where writing each handful at once took ~1 ms); a crash loses that much more of the tail.
+When the queue is full the record is dropped and counted, and an ``audit.dropped`` record saying how
+many follows as soon as there is room: the log can lose records under overload, but never without
+saying so. Remote sinks whose spool overflows report their losses the same way, as ``spool.dropped``
+records written with the next heartbeat.
 
 Limit: the chain is keyless, so someone who can rewrite the whole file can recompute it; the remote
 sinks (``broker.audit_sinks``) are what protects against that, by holding a copy off the host.
@@ -46,10 +56,12 @@ import math
 import os
 import threading
 import time
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final
 
 from broker.audit_sinks import AuditSink
@@ -76,6 +88,9 @@ RESERVED: Final = frozenset({
 
 FieldValue = str | int | float | bool | None
 
+DEFAULT_LINGER: Final = 0.010
+"""Seconds the writer gathers records after the first one arrives, before one write + fsync."""
+
 
 @dataclass(frozen=True)
 class Peer:
@@ -99,7 +114,11 @@ def format_time(t: float) -> str:
 
 
 def encode_record(rec: dict[str, Any]) -> bytes:
-    """The one canonical encoding (the verifier re-encodes and compares, so it must stay stable)."""
+    """The one canonical encoding (the verifier re-encodes and compares, so it must stay stable).
+
+    The writer does not call this (it formats lines directly, see ``_Formatter``); tests check that
+    every line it writes is exactly ``encode_record`` of its own parse.
+    """
     return json.dumps(rec, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")
 
@@ -109,29 +128,228 @@ def line_hash(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+# -- fast paths (each one equal, byte for byte, to the reference function above) ------------------------
+
+_TRANS_36: Final = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C: Final = bytes(x ^ 0x5C for x in range(256))
+
+
+class _Fingerprinter:
+    """``fingerprint(key, ·)`` with the padded-key SHA-256 states computed once (RFC 2104 HMAC).
+
+    Same digest as ``hmac.new(key, value, sha256)``; about 0.7 µs a call instead of 1.8 µs.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\0")
+        self._inner = hashlib.sha256(key.translate(_TRANS_36))
+        self._outer = hashlib.sha256(key.translate(_TRANS_5C))
+
+    def __call__(self, value: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(value)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return "hmac-sha256:" + outer.hexdigest()
+
+
+_FIXED_KEYS: Final = ("decision", "event", "exe", "fingerprint", "gid", "instance", "pid", "prev", "reason",
+                      "role", "secret", "seq", "time", "uid")
+"""The keys every record has, in sorted order (extra fields are merged in by key)."""
+_FIXED_PREFIXES: Final = tuple(f'"{key}":' for key in _FIXED_KEYS)
+_DECISION_JSON: Final = {d: encode_basestring_ascii(d) for d in DECISIONS}
+_FIELD_TYPES: Final = (str, int, float, bool)
+_CACHE_MAX: Final = 1024
+
+
+def _json_value(v: object) -> str:
+    """One JSON value exactly as ``encode_record`` writes it (the same C escaping and reprs)."""
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if isinstance(v, str):
+        return encode_basestring_ascii(v)
+    if isinstance(v, int):
+        return int.__repr__(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return float.__repr__(v)
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+# (time, event, decision, reason, peer, role, secret, fingerprint, extra fields): what record() queues.
+_Item = tuple[float, str, str, str, Peer | None, str | None, str | None, str | None, Mapping[str, FieldValue]]
+
+
+class _Formatter:
+    """Turns queued items into canonical lines (writer thread only: its caches are unlocked).
+
+    Equal to ``encode_record`` of the same dict, byte for byte (tested on random records), at a
+    fraction of the cost: the fixed keys are laid out in sorted order once, strings go through the
+    same C escaper ``json`` uses, the ``time`` prefix is formatted once per second, and the JSON of
+    the parts that repeat from record to record (decision, event and peer; reason, role and secret)
+    is kept while it is in use.
+    """
+
+    def __init__(self, instance: str) -> None:
+        self.instance = encode_basestring_ascii(instance)
+        self._sec: int | None = None  # the whole second _sec_prefix is for
+        self._sec_prefix = ""
+        self._heads: dict[tuple[str, str, int], tuple[Peer | None, str, str, str]] = {}
+        self._mids: dict[tuple[str, str | None, str | None], str] = {}
+        self._keys: dict[str, tuple[int, str]] = {}
+
+    def stamp(self, t: float) -> str:
+        """``format_time(t)``: the same rounding as ``datetime.fromtimestamp`` (half-even, µs)."""
+        frac, whole = math.modf(t)
+        us = round(frac * 1e6)
+        if us >= 1_000_000:
+            us -= 1_000_000
+            whole += 1.0
+        elif us < 0:
+            us += 1_000_000
+            whole -= 1.0
+        sec = int(whole)
+        if sec != self._sec:
+            self._sec_prefix = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._sec = sec
+        return f"{self._sec_prefix}{us:06d}Z"
+
+    def _head(self, decision: str, event: str, peer: Peer | None) -> tuple[Peer | None, str, str, str]:
+        """(peer, ``{"decision":…,"event":…,"exe":…,"fingerprint":``, ``,"gid":…,"instance":…,"pid":…,
+        "prev":"``, the uid's JSON). Keyed by the peer's id: the entry holds the peer, so while it is
+        cached its id cannot be reused by another object (checked with ``is``)."""
+        key = (decision, event, id(peer))
+        hit = self._heads.get(key)
+        if hit is not None and hit[0] is peer:
+            return hit
+        if peer is None:
+            exe = gid = pid = uid = "null"
+        else:
+            exe, gid, pid, uid = (_json_value(peer.exe), _json_value(peer.gid), _json_value(peer.pid),
+                                  _json_value(peer.uid))
+        hit = (peer,
+               f'{{"decision":{_DECISION_JSON[decision]},"event":{encode_basestring_ascii(event)},'
+               f'"exe":{exe},"fingerprint":',
+               f',"gid":{gid},"instance":{self.instance},"pid":{pid},"prev":"',
+               uid)
+        if len(self._heads) >= _CACHE_MAX:
+            self._heads.clear()
+        self._heads[key] = hit
+        return hit
+
+    def _mid(self, reason: str, role: str | None, secret: str | None) -> str:
+        """``","reason":…,"role":…,"secret":…,"seq":``."""
+        key = (reason, role, secret)
+        text = self._mids.get(key)
+        if text is None:
+            text = (f'","reason":{encode_basestring_ascii(reason)},"role":{_json_value(role)},'
+                    f'"secret":{_json_value(secret)},"seq":')
+            if len(self._mids) >= _CACHE_MAX:
+                self._mids.clear()
+            self._mids[key] = text
+        return text
+
+    def _key(self, key: str) -> tuple[int, str]:
+        """(where ``key`` goes among the fixed keys, ``"key":``)."""
+        hit = self._keys.get(key)
+        if hit is None:
+            hit = (bisect_right(_FIXED_KEYS, key), encode_basestring_ascii(key) + ":")
+            if len(self._keys) >= _CACHE_MAX:
+                self._keys.clear()
+            self._keys[key] = hit
+        return hit
+
+    def line(self, item: _Item, seq: int, prev: str) -> bytes:
+        # The hot path of the writer thread (the cache hits are inlined): every µs here is taken from
+        # the request path, which shares the CPU and the GIL.
+        t, event, decision, reason, peer, role, secret, fp, fields = item
+        head = self._heads.get((decision, event, id(peer)))
+        if head is None or head[0] is not peer:
+            head = self._head(decision, event, peer)
+        mid = self._mids.get((reason, role, secret))
+        if mid is None:
+            mid = self._mid(reason, role, secret)
+        whole = int(t)  # as math.modf: t - int(t) is exact, and int() truncates like modf
+        us = round((t - whole) * 1e6)
+        if whole == self._sec and 0 <= us < 1_000_000:
+            stamp = self._sec_prefix + str(us + 1_000_000)[1:]
+        else:
+            stamp = self.stamp(t)[:-1]  # a new second (once a second), or a rounding carry
+        fpj = "null" if fp is None else '"' + fp + '"'
+        if not fields:
+            tail = "}"
+        elif len(fields) == 1:
+            ((key, val),) = fields.items()
+            at, prefix = self._key(key)
+            if at < len(_FIXED_KEYS):
+                return self._merged(item, seq, prev)
+            tail = f",{prefix}{_json_value(val)}}}"
+        else:
+            extra = [(*self._key(key), key) for key in sorted(fields)]
+            if extra[0][0] < len(_FIXED_KEYS):
+                return self._merged(item, seq, prev)
+            tail = "".join(["," + prefix + _json_value(fields[key]) for _, prefix, key in extra]) + "}"
+        return (f'{head[1]}{fpj}{head[2]}{prev}{mid}{seq},"time":"{stamp}Z","uid":{head[3]}{tail}'
+                ).encode("ascii")
+
+    def _merged(self, item: _Item, seq: int, prev: str) -> bytes:
+        """The general case: extra fields whose keys sort among the fixed ones, merged one by one."""
+        t, event, decision, reason, peer, role, secret, fp, fields = item
+        exe, gid, pid, uid = (("null",) * 4 if peer is None else
+                              (_json_value(peer.exe), _json_value(peer.gid), _json_value(peer.pid),
+                               _json_value(peer.uid)))
+        values = (_DECISION_JSON[decision], encode_basestring_ascii(event), exe, _json_value(fp), gid,
+                  self.instance, pid, f'"{prev}"', encode_basestring_ascii(reason), _json_value(role),
+                  _json_value(secret), str(seq), f'"{self.stamp(t)}"', uid)
+        parts = [k + v for k, v in zip(_FIXED_PREFIXES, values, strict=True)]
+        for key in sorted(fields, reverse=True):  # last first: earlier insert positions stay valid
+            at, prefix = self._key(key)
+            parts.insert(at, prefix + _json_value(fields[key]))
+        return ("{" + ",".join(parts) + "}").encode("ascii")
+
+
 class AuditLog:
     """Thread-safe audit writer. ``record`` never blocks on I/O; ``start``/``close`` bracket its life.
 
-    ``now`` is injectable for tests (record times); the heartbeat timer itself runs on the monotonic
-    clock. ``max_queue`` bounds memory under overload; ``max_batch`` bounds one write+fsync.
+    ``now`` is injectable for tests (record times); the heartbeat timer and ``linger`` run on the
+    monotonic clock. ``max_queue`` bounds memory under overload; ``max_batch`` bounds one write+fsync;
+    ``linger`` bounds how long the writer gathers records before writing them (0: write at once).
     """
 
     def __init__(self, sinks: Sequence[AuditSink], *, heartbeat: float = 30.0, hmac_key: bytes | None = None,
                  instance: str = "", now: Callable[[], float] = time.time, max_queue: int = 10000,
-                 max_batch: int = 1000) -> None:
-        if not heartbeat > 0:
+                 max_batch: int = 1000, linger: float = DEFAULT_LINGER) -> None:
+        if not (heartbeat > 0 and math.isfinite(heartbeat)):
             raise ValueError("heartbeat must be a positive number of seconds")
         if max_queue < 1 or max_batch < 1:
             raise ValueError("max_queue and max_batch must be at least 1")
+        if not (linger >= 0 and math.isfinite(linger)):
+            raise ValueError("linger must be a non-negative number of seconds")
+        if not isinstance(instance, str):
+            raise TypeError("instance must be a string")
         self.sinks = list(sinks)
         self.heartbeat = float(heartbeat)
         self.instance = instance
-        self._key = hmac_key if hmac_key is not None else os.urandom(32)
+        self.linger = float(linger)
+        self._fingerprint = _Fingerprinter(hmac_key if hmac_key is not None else os.urandom(32))
         self._now = now
         self._max_queue = max_queue
         self._max_batch = max_batch
-        self._cond = threading.Condition()
-        self._queue: deque[dict[str, Any]] = deque()
+        self._flush_at = min(max_batch, max_queue)  # this many queued: write now, do not linger
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._queue: deque[_Item] = deque()
+        self._first_at = 0.0  # monotonic time the queue last turned non-empty
+        self._parked = False  # the writer waits for a notify (set and cleared under the lock)
+        self._gather_until = 0.0  # writer only: end of the gathering window after its last write
         self._pending_drops = 0  # dropped since the last audit.dropped note
         self._sink_drops: dict[str, int] = {}  # per sink, since the last spool.dropped notes
         self.dropped = 0
@@ -140,8 +358,10 @@ class AuditLog:
         """Batches a sink failed to take (a local file then shows a seq gap that verify reports)."""
         self._started = False
         self._closing = False
+        self._stop: _Item | None = None
         self._thread: threading.Thread | None = None
         # Owned by the writer thread once started (order-dependent: seq and prev advance together).
+        self._format = _Formatter(instance)
         self._seq, self._prev = self._resume()
         for sink in self.sinks:
             sink.bind(self._drop_reporter(sink))
@@ -167,14 +387,33 @@ class AuditLog:
             return 0, GENESIS
         return 0, GENESIS
 
-    def _seal(self, rec: dict[str, Any]) -> bytes:
-        self._seq += 1
-        rec["seq"] = self._seq
-        rec["prev"] = self._prev
-        rec["time"] = format_time(rec["time"])
-        line = encode_record(rec)
-        self._prev = line_hash(line)
-        return line
+    def _seal(self, batch: list[_Item]) -> list[bytes]:
+        """Number, chain and format ``batch``. A record that cannot be formatted (it passed record()'s
+        checks, so this is a bug) is replaced, in place, by an ``audit.dropped`` note and counted:
+        never written half, never skipped silently."""
+        lines: list[bytes] = []
+        line_of = self._format.line
+        sha256 = hashlib.sha256
+        seq, prev = self._seq, self._prev
+        for item in batch:
+            try:
+                line = line_of(item, seq + 1, prev)
+            except Exception:
+                log.exception("audit record %r could not be formatted: dropped", item[1])
+                with self._cond:
+                    self.dropped += 1
+                try:
+                    line = line_of(self._note("audit.dropped", "unformattable", item[0], dropped=1),
+                                   seq + 1, prev)
+                except Exception:  # not even its time: noted with the next batch instead
+                    with self._cond:
+                        self._pending_drops += 1
+                    continue
+            seq += 1
+            prev = sha256(line).hexdigest()
+            lines.append(line)
+        self._seq, self._prev = seq, prev
+        return lines
 
     # -- API ---------------------------------------------------------------------------------------------
 
@@ -186,37 +425,42 @@ class AuditLog:
             raise ValueError("event must be a non-empty string")
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {sorted(DECISIONS)}, not {decision!r}")
-        for key, val in fields.items():
-            if key in RESERVED:
-                raise ValueError(f"field {key!r} is reserved")
-            if val is not None and not isinstance(val, str | int | float | bool):
-                raise TypeError(f"field {key!r} must be str, int, float, bool or None")
-            if isinstance(val, float) and not math.isfinite(val):
-                raise ValueError(f"field {key!r} must be finite")
-        rec: dict[str, Any] = {
-            "event": event, "decision": decision, "reason": reason,
-            "uid": peer.uid if peer else None, "gid": peer.gid if peer else None,
-            "pid": peer.pid if peer else None, "exe": peer.exe if peer else None,
-            "role": role, "secret": secret,
-            "fingerprint": fingerprint(self._key, value) if value is not None else None,
-            "instance": self.instance,
-            **fields,
-        }
-        with self._cond:
+        if not isinstance(reason, str):
+            raise TypeError("reason must be a string")
+        if role is not None and not isinstance(role, str):
+            raise TypeError("role must be a string or None")
+        if secret is not None and not isinstance(secret, str):
+            raise TypeError("secret must be a string or None")
+        if peer is not None and not isinstance(peer, Peer):
+            raise TypeError("peer must be a Peer or None")
+        if fields:
+            for key, val in fields.items():
+                if key in RESERVED:
+                    raise ValueError(f"field {key!r} is reserved")
+                if val is not None and not isinstance(val, _FIELD_TYPES):
+                    raise TypeError(f"field {key!r} must be str, int, float, bool or None")
+                if isinstance(val, float) and not math.isfinite(val):
+                    raise ValueError(f"field {key!r} must be finite")
+        fp = self._fingerprint(value) if value is not None else None
+        with self._lock:
             if self._closing:
                 log.warning("audit record %r after close: not written", event)
                 return
-            self._enqueue(rec)
-
-    def _enqueue(self, rec: dict[str, Any]) -> None:
-        # Caller holds self._cond. Time is taken under the lock so times are in seq order.
-        rec["time"] = self._now()
-        if len(self._queue) >= self._max_queue:
-            self._pending_drops += 1
-            self.dropped += 1
-            return
-        self._queue.append(rec)
-        self._cond.notify()
+            queue = self._queue
+            n = len(queue)
+            if n >= self._max_queue:
+                self._pending_drops += 1
+                self.dropped += 1
+                return
+            # Time is taken under the lock so times are in seq order.
+            queue.append((self._now(), event, decision, reason, peer, role, secret, fp, fields))
+            if n == 0:
+                self._first_at = time.monotonic()
+                if self._parked:  # else the writer is gathering on a timer (see _wait_for_work)
+                    self._parked = False
+                    self._cond.notify()
+            elif n + 1 == self._flush_at:  # a full batch: no reason to wait any longer
+                self._cond.notify()
 
     def start(self) -> None:
         """Write the ``start`` record and start the writer thread (which also emits heartbeats)."""
@@ -227,6 +471,7 @@ class AuditLog:
             # First in the queue even if record() was called earlier: a file's run begins with start.
             self._queue.appendleft(self._note("start", "", self._now(), heartbeat=self.heartbeat,
                                               format=FORMAT_VERSION))
+            self._first_at = 0.0  # write it at once
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -235,8 +480,8 @@ class AuditLog:
         with self._cond:
             if self._closing:
                 return
-            stop = self._note("stop", "", self._now(), dropped_total=self.dropped)
-            self._queue.append(stop)  # past the bound on purpose: stop is always written
+            self._stop = self._note("stop", "", self._now(), dropped_total=self.dropped)
+            self._queue.append(self._stop)  # past the bound on purpose: stop is always written
             self._closing = True
             self._cond.notify()
         if self._thread is not None:
@@ -271,21 +516,51 @@ class AuditLog:
                 self._sink_drops[sink.name] = self._sink_drops.get(sink.name, 0) + count
         return report
 
+    def _wait_for_work(self, next_beat: float) -> None:
+        """Caller holds the lock. Returns when a batch is due: the oldest queued record has waited
+        ``linger``, or the gathering window after the last write has ended with records queued, or a
+        full batch is queued, drops are to be noted, a heartbeat is due, or the log is closing.
+
+        Wake-ups: after a write the writer keeps gathering for ``linger`` on a timer, and ``record``
+        does not notify it; only when that window ends with nothing queued does it park, and then the
+        next ``record`` wakes it. Under steady load that is one wake-up per batch, not one per record.
+        """
+        queue = self._queue
+        while not self._closing and not self._pending_drops:
+            now = time.monotonic()
+            if queue:
+                if len(queue) >= self._flush_at:
+                    break
+                until = self._first_at + self.linger
+                if self._first_at < self._gather_until < until:
+                    until = self._gather_until  # queued while gathering: write when the window ends
+            elif now < self._gather_until:
+                until = self._gather_until
+            else:
+                self._parked = True  # idle: the next record() notifies
+                until = next_beat
+            until = min(until, next_beat)
+            if now >= until:
+                break
+            self._cond.wait(until - now)
+        self._parked = False
+
     def _run(self) -> None:
         next_beat = time.monotonic() + self.heartbeat
+        queue = self._queue
         while True:
             with self._cond:
-                while not self._queue and not self._pending_drops and not self._closing:
-                    remaining = next_beat - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+                self._wait_for_work(next_beat)
                 beat = not self._closing and time.monotonic() >= next_beat
                 if beat:
-                    self._enqueue(self._heartbeat_record())
+                    self._enqueue(self._note("heartbeat", "", self._now(), heartbeat=self.heartbeat))
                     next_beat = time.monotonic() + self.heartbeat
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-                notes: list[dict[str, Any]] = []
+                if len(queue) <= self._max_batch:
+                    batch = list(queue)
+                    queue.clear()
+                else:  # the rest is overdue already (its _first_at has passed): written next round
+                    batch = [queue.popleft() for _ in range(self._max_batch)]
+                notes: list[_Item] = []
                 if self._pending_drops:
                     notes.append(self._note("audit.dropped", "queue_full", self._now(),
                                             dropped=self._pending_drops))
@@ -295,23 +570,31 @@ class AuditLog:
                     notes += [self._note("spool.dropped", "spool_full", t, sink=name, dropped=count)
                               for name, count in sorted(self._sink_drops.items())]
                     self._sink_drops = {}
-                done = self._closing and not self._queue
+                done = self._closing and not queue
             if notes:
                 # order-dependent: notes must precede a final stop record
-                at = len(batch) - 1 if batch and batch[-1]["event"] == "stop" else len(batch)
+                at = len(batch) - 1 if batch and batch[-1] is self._stop else len(batch)
                 batch[at:at] = notes
             if batch:
-                self._emit([self._seal(rec) for rec in batch])
-            if done:
+                lines = self._seal(batch)
+                if lines:
+                    self._emit(lines)
+                self._gather_until = time.monotonic() + self.linger
+            if done and not self._pending_drops:
                 return
 
-    def _heartbeat_record(self) -> dict[str, Any]:
-        return self._note("heartbeat", "", 0.0, heartbeat=self.heartbeat)  # time set by _enqueue
+    def _enqueue(self, item: _Item) -> None:
+        # Caller holds the lock. Used by the writer (heartbeats), bounded like record().
+        if len(self._queue) >= self._max_queue:
+            self._pending_drops += 1
+            self.dropped += 1
+            return
+        if not self._queue:
+            self._first_at = time.monotonic()
+        self._queue.append(item)
 
-    def _note(self, event: str, reason: str, t: float, **fields: FieldValue) -> dict[str, Any]:
-        return {"event": event, "decision": "info", "reason": reason, "uid": None, "gid": None,
-                "pid": None, "exe": None, "role": None, "secret": None, "fingerprint": None,
-                "instance": self.instance, "time": t, **fields}
+    def _note(self, event: str, reason: str, t: float, **fields: FieldValue) -> _Item:
+        return (t, event, "info", reason, None, None, None, None, fields)
 
     def _emit(self, lines: list[bytes]) -> None:
         for sink in self.sinks:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import os
+import random
 import re
 import socket
 import stat
@@ -22,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from broker.audit import GENESIS, AuditLog, Peer, encode_record
+from broker.audit import DECISIONS, GENESIS, AuditLog, Peer, encode_record, fingerprint, format_time
 from broker.audit_sinks import AuditSink, DiskSpool, FileSink, HttpSink, SyslogSink
 from broker.audit_verify import verify_file
 from depthguard.errors import ConfigError, SourceError
@@ -48,6 +50,10 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def seq_reaches(log: AuditLog, seq: int) -> Callable[[], bool]:
+    return lambda: log.seq >= seq
 
 
 def lines_of(path: Path) -> list[bytes]:
@@ -270,6 +276,257 @@ def test_close_without_start_flushes_and_record_after_close_is_ignored(tmp_path:
     log.record("secret.read", "allow")
     log.close()
     assert [r["event"] for r in records(path)] == ["config.reload", "stop"]
+
+
+# -- batching: many records per write, one fsync per batch, wake-ups -----------------------------------
+
+
+class CountingFileSink(FileSink):
+    """A FileSink that counts its fsyncs and the batches (and their sizes) it was handed."""
+
+    def __init__(self, path: Path) -> None:
+        self.fsyncs = 0
+        self.batches: list[int] = []
+        super().__init__(path)
+
+    def write_batch(self, lines: Sequence[bytes]) -> None:
+        self.batches.append(len(lines))
+        super().write_batch(lines)
+
+    def _sync(self) -> None:
+        self.fsyncs += 1
+        super()._sync()
+
+
+def test_records_arriving_within_linger_share_one_write_and_one_fsync(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = CountingFileSink(path)
+    log = AuditLog([sink], heartbeat=30, linger=0.5)
+    log.start()
+    wait_for(lambda: log.seq == 1)  # start is written at once
+    for i in range(500):
+        log.record("secret.read", "allow", peer=PEER, role="web", secret="db", value=SECRET, i=i)
+    wait_for(lambda: log.seq == 501)
+    log.close()
+    assert sink.batches == [1, 500, 1]  # start, the 500 reads, stop
+    assert sink.fsyncs == len(sink.batches)
+    recs = records(path)
+    assert [r["seq"] for r in recs] == list(range(1, 503))
+    assert [r["i"] for r in recs[1:-1]] == list(range(500))
+    assert verify_file(path).ok
+
+
+def test_one_fsync_per_batch_under_a_steady_trickle(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = CountingFileSink(path)
+    log = AuditLog([sink], heartbeat=30, linger=0.05)
+    log.start()
+    t_end = time.monotonic() + 0.6
+    n = 0
+    while time.monotonic() < t_end:  # ~1 record per ms for 0.6 s: some 12 windows of 50 ms
+        log.record("secret.read", "allow", i=n)
+        n += 1
+        time.sleep(0.001)
+    log.close()
+    assert sink.fsyncs == len(sink.batches) and sum(sink.batches) == n + 2
+    assert len(sink.batches) <= 2 + 0.6 / 0.05 + 3  # about one batch per window, not one per record
+    assert [r["seq"] for r in records(path)] == list(range(1, n + 3))
+    assert verify_file(path).ok
+
+
+def test_max_batch_bounds_each_write(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = CountingFileSink(path)
+    log = AuditLog([sink], heartbeat=30, max_batch=10, linger=0.05)
+    for i in range(35):  # queued before start
+        log.record("secret.read", "allow", i=i)
+    log.start()
+    log.close()
+    assert max(sink.batches) <= 10 and sum(sink.batches) == 37
+    assert sink.fsyncs == len(sink.batches)
+    assert verify_file(path).ok
+
+
+def test_an_idle_writer_is_woken_by_the_next_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog([FileSink(path)], heartbeat=30, linger=0.01)
+    log.start()
+    wait_for(lambda: log.seq == 1)
+    time.sleep(0.1)  # past the gathering window: the writer is parked until notified
+    for k in range(3):
+        t0 = time.monotonic()
+        log.record("secret.read", "allow")
+        wait_for(seq_reaches(log, 2 + k), timeout=5)
+        assert time.monotonic() - t0 < 2  # not the 30 s heartbeat timer
+        time.sleep(0.05)
+    log.close()
+
+
+def test_close_and_a_full_queue_do_not_wait_for_linger(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog([FileSink(path)], heartbeat=30, linger=30, max_queue=5)
+    log.start()
+    for i in range(20):  # the queue fills up: written at once, and the drops noted
+        log.record("secret.read", "allow", i=i)
+    wait_for(lambda: any(r["event"] == "audit.dropped" for r in records(path)), timeout=5)
+    t0 = time.monotonic()
+    log.record("secret.read", "allow", i=99)
+    log.close()
+    assert time.monotonic() - t0 < 5
+    recs = records(path)
+    assert recs[-2]["i"] == 99 and recs[-1]["event"] == "stop"
+    assert sum(r.get("dropped", 0) for r in recs if r["event"] == "audit.dropped") == log.dropped > 0
+    assert recs[-1]["dropped_total"] == log.dropped
+    assert verify_file(path).ok
+
+
+def test_linger_zero_writes_each_record_without_gathering(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = CountingFileSink(path)
+    log = AuditLog([sink], heartbeat=30, linger=0)
+    log.start()
+    for i in range(3):
+        log.record("secret.read", "allow", i=i)
+        wait_for(seq_reaches(log, 2 + i))
+    log.close()
+    assert sink.batches == [1, 1, 1, 1, 1]
+
+
+def test_bad_arguments_are_refused_at_the_call(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="linger"):
+        AuditLog([], linger=-1)
+    with pytest.raises(ValueError, match="heartbeat"):
+        AuditLog([], heartbeat=float("inf"))
+    log = AuditLog([FileSink(tmp_path / "a.jsonl")])
+    with pytest.raises(TypeError, match="reason"):
+        log.record("secret.read", "allow", reason=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="role"):
+        log.record("secret.read", "allow", role=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="secret"):
+        log.record("secret.read", "allow", secret=b"db")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="peer"):
+        log.record("secret.read", "allow", peer=(1, 2, 3))  # type: ignore[arg-type]
+    log.close()
+    assert [r["event"] for r in records(tmp_path / "a.jsonl")] == ["stop"]
+
+
+def test_a_record_that_cannot_be_formatted_is_counted_not_lost_silently(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog([FileSink(path)], heartbeat=30)
+    log.start()
+    log.record("secret.read", "allow", peer=Peer(uid=1, gid=1, pid=1, exe=float("nan")))  # type: ignore[arg-type]
+    log.record("secret.read", "allow", secret="after")
+    log.close()
+    recs = records(path)
+    assert [r["event"] for r in recs] == ["start", "audit.dropped", "secret.read", "stop"]
+    assert recs[1]["dropped"] == 1 and recs[1]["reason"] == "unformattable" and log.dropped == 1
+    assert verify_file(path).ok
+
+
+@pytest.mark.parametrize("drop_cache", [True, False])
+def test_file_sink_tracks_its_size_and_drops_only_written_pages(tmp_path: Path, drop_cache: bool) -> None:
+    import mmap
+
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"torn":')  # a crash left half a line: terminated at open, size tracked from there
+    sink = FileSink(path, drop_cache=drop_cache)
+    expected = path.read_bytes()
+    assert expected.endswith(b"\n")
+    rng = random.Random(3)
+    for n in range(60):
+        lines = [b"x" * rng.randrange(1, 3000) for _ in range(rng.randrange(1, 8))]
+        sink.write_batch(lines)
+        expected += b"".join(line + b"\n" for line in lines)
+        size = path.stat().st_size
+        assert sink._size == size == len(expected), n
+        if drop_cache and hasattr(os, "posix_fadvise"):
+            whole = size - size % mmap.PAGESIZE  # never the page still being filled
+            assert sink._dropped % mmap.PAGESIZE == 0 and whole - 16 * mmap.PAGESIZE < sink._dropped <= whole
+        else:
+            assert sink._dropped == 0
+    assert sink._dropped > 0 if drop_cache and hasattr(os, "posix_fadvise") else sink._dropped == 0
+    sink.close()
+    assert path.read_bytes() == expected
+
+
+# -- formatting: the writer's lines are exactly the reference encoding ---------------------------------
+
+
+def _random_text(rng: random.Random) -> str:
+    alphabet = "abcXYZ019 -_./:\"\\\n\t\x00\x1f\x7féü€𝄞\u2028\ud800"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
+
+
+def _random_value(rng: random.Random) -> Any:
+    kind = rng.randrange(8)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.choice([True, False])
+    if kind == 2:
+        return rng.choice([0, -1, 7, 2**53 + 1, -(2**70), 10**30])
+    if kind == 3:
+        return rng.choice([0.0, -0.0, 0.1, 1e16, 1e-7, 123456.789, 5e-324, 1.7976931348623157e308, -2.5])
+    if kind == 4:
+        return rng.uniform(-1e6, 1e6)
+    return _random_text(rng)
+
+
+_FIELD_NAMES = ["backend", "cached", "dropped", "error", "format", "heartbeat", "i", "jti", "ref",
+                "retries", "roles", "secrets", "sink", "version", "zzz", "A", "_x", "été", "a b", "uidx",
+                "rolex", "seq_no", "time2"]
+
+
+def test_lines_equal_the_reference_encoding_for_random_records(tmp_path: Path) -> None:
+    rng = random.Random(6)
+    path = tmp_path / "audit.jsonl"
+    key = b"k" * 40
+    times = [1_700_000_000.0 + rng.uniform(0, 10**6) for _ in range(400)] + [
+        1_700_000_000.9999996, 1_700_000_000.9999994, 1_700_000_001.0000004, 1_700_000_001.0000005,
+        1_699_999_999.5, 0.0, 1.0000005, 946_684_799.9999999, 4_102_444_800.0, 1_700_000_000]
+    clock = iter([1_699_999_999.0, *times, 1_800_000_000.0])  # start, the records, stop
+    log = AuditLog([FileSink(path)], heartbeat=30, hmac_key=key, instance="héllo:/run/s.sock",
+                   now=lambda: next(clock), linger=0.001)
+    log.start()
+    peers = [None, PEER, Peer(uid=0, gid=0, pid=1), Peer(uid=2**31, gid=5, pid=9, exe="/tmp/a\nb é")]
+    expected: list[dict[str, Any]] = []
+    for t in times:
+        peer = rng.choice(peers)
+        fields = {name: _random_value(rng) for name in rng.sample(_FIELD_NAMES, rng.randrange(0, 5))}
+        value = rng.choice([None, SECRET, b"", bytes(range(256))])
+        kwargs: dict[str, Any] = {
+            "reason": _random_text(rng), "peer": peer, "role": rng.choice([None, "web", _random_text(rng)]),
+            "secret": rng.choice([None, "db", _random_text(rng)]), "value": value}
+        event, decision = rng.choice(["secret.read", "x.ü", "a\"b"]), rng.choice(sorted(DECISIONS))
+        log.record(event, decision, **kwargs, **fields)
+        expected.append({
+            "event": event, "decision": decision, "reason": kwargs["reason"],
+            "uid": peer.uid if peer else None, "gid": peer.gid if peer else None,
+            "pid": peer.pid if peer else None, "exe": peer.exe if peer else None,
+            "role": kwargs["role"], "secret": kwargs["secret"],
+            "fingerprint": fingerprint(key, value) if value is not None else None,
+            "instance": "héllo:/run/s.sock", "time": format_time(t), **fields})
+    log.close()
+    raw = lines_of(path)
+    assert len(raw) == len(times) + 2
+    prev = hashlib.sha256(raw[0]).hexdigest()
+    for seq, (line, rec) in enumerate(zip(raw[1:-1], expected, strict=True), start=2):
+        assert line == encode_record({**rec, "seq": seq, "prev": prev}), (seq, line)
+        prev = hashlib.sha256(line).hexdigest()
+    assert verify_file(path, heartbeat=10**10).ok  # the times jump on purpose
+
+
+@pytest.mark.parametrize("size", [0, 1, 16, 32, 63, 64, 65, 200])
+def test_fingerprint_matches_stdlib_hmac_for_any_key_length(tmp_path: Path, size: int) -> None:
+    key = bytes((7 * i + 3) % 256 for i in range(size))
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog([FileSink(path)], hmac_key=key)
+    values = [b"", SECRET, bytes(range(256)) * 3]
+    for value in values:
+        log.record("secret.read", "allow", value=value)
+    log.close()
+    assert [r["fingerprint"] for r in records(path)[:-1]] == [
+        "hmac-sha256:" + hmac.new(key, v, hashlib.sha256).hexdigest() for v in values]
 
 
 # -- heartbeat -------------------------------------------------------------------------------------------
