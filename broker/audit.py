@@ -103,6 +103,10 @@ class Peer:
     """``/proc/PID/exe`` at connection time when readable; informative only (pids are reused)."""
 
 
+_FP_PREFIX: Final = "hmac-sha256:"
+_FP_LEN: Final = len(_FP_PREFIX) + 64
+
+
 def fingerprint(key: bytes, value: bytes) -> str:
     """``hmac-sha256:<hex>``: lets records about the same value be matched without revealing it."""
     return "hmac-sha256:" + hmac.new(key, value, hashlib.sha256).hexdigest()
@@ -417,10 +421,19 @@ class AuditLog:
 
     # -- API ---------------------------------------------------------------------------------------------
 
+    def fingerprint(self, value: bytes) -> str:
+        """``value``'s fingerprint as ``record(value=…)`` would write it (this log's HMAC key).
+
+        For callers that serve one value many times: they can compute it once per value and pass
+        ``fingerprint=`` (an HMAC costs about as much as the rest of ``record``)."""
+        return self._fingerprint(value)
+
     def record(self, event: str, decision: str, *, reason: str = "", peer: Peer | None = None,
                role: str | None = None, secret: str | None = None, value: bytes | None = None,
-               **fields: FieldValue) -> None:
-        """Queue one record. ``value`` is reduced to its HMAC fingerprint here, before queueing."""
+               fingerprint: str | None = None, **fields: FieldValue) -> None:
+        """Queue one record. ``value`` is reduced to its HMAC fingerprint here, before queueing;
+        ``fingerprint`` is one made earlier by ``self.fingerprint`` (checked to look like one, so a
+        value passed there by mistake is refused rather than written)."""
         if not event or not isinstance(event, str):
             raise ValueError("event must be a non-empty string")
         if decision not in DECISIONS:
@@ -441,7 +454,17 @@ class AuditLog:
                     raise TypeError(f"field {key!r} must be str, int, float, bool or None")
                 if isinstance(val, float) and not math.isfinite(val):
                     raise ValueError(f"field {key!r} must be finite")
-        fp = self._fingerprint(value) if value is not None else None
+        if value is not None:
+            if fingerprint is not None:
+                raise ValueError("pass value or fingerprint, not both")
+            fp: str | None = self._fingerprint(value)
+        elif fingerprint is not None:
+            if not (isinstance(fingerprint, str) and len(fingerprint) == _FP_LEN
+                    and fingerprint.startswith(_FP_PREFIX)):
+                raise ValueError("fingerprint must come from AuditLog.fingerprint")
+            fp = fingerprint
+        else:
+            fp = None
         with self._lock:
             if self._closing:
                 log.warning("audit record %r after close: not written", event)

@@ -378,7 +378,9 @@ class SecretCache:
 
     def _decrypt(self, key: str, entry: _Entry) -> SecretValue:
         plaintext = self._aead.decrypt(entry.nonce, entry.ciphertext, key.encode())
-        return SecretValue(plaintext, version=entry.version, lease=entry.lease, fetched_at=entry.fetched_at)
+        # The entry's nonce is random per encryption (one per fetch): a fine identity for the value.
+        return SecretValue(plaintext, version=entry.version, lease=entry.lease, fetched_at=entry.fetched_at,
+                           origin=entry.nonce)
 
     def _stale_or_fail(self, key: str, entry: _Entry, now: float, err: Exception | None) -> SecretValue:
         """Serve an expired value within ``max_staleness``; otherwise fail closed. Caller holds the lock."""

@@ -73,18 +73,41 @@ class Counter(_Metric):
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> None:
         super().__init__(name, help_text, labelnames)
         self._values: dict[LabelValues, float] = {}
+        self._cells: dict[LabelValues, list[list[float]]] = {}
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         self._check(labels)
         with self._lock:
             self._values[labels] = self._values.get(labels, 0.0) + amount
 
+    def cell(self, *labels: str) -> list[float]:
+        """A one-element list counted into this label set, for **one** writer thread (``cell[0] += 1``).
+
+        Why: ``inc`` takes a lock and checks its labels on every call, which on the sidecar's read
+        path cost more than the read's policy check. The event loop is a single thread, so it can
+        keep its own cells and bump them without a lock; readers only load a float, which is atomic.
+        Two threads adding to one cell would lose counts: give each writer its own (calls with the
+        same labels return different cells, all summed on output)."""
+        self._check(labels)
+        cell = [0.0]
+        with self._lock:
+            self._cells.setdefault(labels, []).append(cell)
+        return cell
+
+    def _totals(self) -> dict[LabelValues, float]:
+        """Caller holds the lock."""
+        totals = dict(self._values)
+        for labels, cells in self._cells.items():
+            totals[labels] = totals.get(labels, 0.0) + sum(c[0] for c in cells)
+        return totals
+
     def value(self, *labels: str) -> float:
-        return self._values.get(labels, 0.0)
+        with self._lock:
+            return self._totals().get(labels, 0.0)
 
     def samples(self) -> list[str]:
         with self._lock:
-            items = sorted(self._values.items())
+            items = sorted(self._totals().items())
         return [f"{self.name}{_labels(self.labelnames, k)} {_fmt(v)}" for k, v in items]
 
 
@@ -97,6 +120,21 @@ class Gauge(Counter):
         self._check(labels)
         with self._lock:
             self._values[labels] = value
+
+
+class HistogramCell:
+    """One writer thread's observations for one label set (``Histogram.cell``)."""
+
+    __slots__ = ("buckets", "row")
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.row = [0.0] * (len(buckets) + 2)  # count per bucket (last = +Inf)..., sum
+
+    def observe(self, value: float) -> None:
+        row = self.row
+        row[bisect.bisect_left(self.buckets, value)] += 1
+        row[-1] += value
 
 
 class Histogram(_Metric):
@@ -112,6 +150,7 @@ class Histogram(_Metric):
         self.buckets = tuple(sorted(buckets))
         # per label set: [count per bucket (last = +Inf)..., sum]
         self._data: dict[LabelValues, list[float]] = {}
+        self._cells: dict[LabelValues, list[HistogramCell]] = {}
 
     def observe(self, *labels: str, value: float) -> None:
         self._check(labels)
@@ -123,13 +162,35 @@ class Histogram(_Metric):
             row[i] += 1
             row[-1] += value
 
+    def cell(self, *labels: str) -> HistogramCell:
+        """Observations for one label set from **one** writer thread, without the lock (see
+        ``Counter.cell``); merged into this histogram's output."""
+        self._check(labels)
+        cell = HistogramCell(self.buckets)
+        with self._lock:
+            self._cells.setdefault(labels, []).append(cell)
+        return cell
+
+    def _rows(self) -> dict[LabelValues, list[float]]:
+        """Caller holds the lock. A cell's row is copied first: its count and sum may then disagree
+        by the observation in progress, never its buckets and count."""
+        rows = {k: list(v) for k, v in self._data.items()}
+        for labels, cells in self._cells.items():
+            for cell in cells:
+                snap = list(cell.row)
+                row = rows.setdefault(labels, [0.0] * len(snap))
+                for i, n in enumerate(snap):
+                    row[i] += n
+        return rows
+
     def count(self, *labels: str) -> int:
-        row = self._data.get(labels)
+        with self._lock:
+            row = self._rows().get(labels)
         return int(sum(row[:-1])) if row else 0
 
     def samples(self) -> list[str]:
         with self._lock:
-            items = sorted((k, list(v)) for k, v in self._data.items())
+            items = sorted(self._rows().items())
         out: list[str] = []
         for labels, row in items:
             running = 0.0

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 _RATE_AUDIT_EVERY = 10.0
 """Seconds between ``rate.limited`` audit records per (limit, uid): a flood must not flood the log."""
 _HEALTH_TTL = 2.0
+_FINGERPRINT_MEMO = 1024
+"""Fingerprints kept for values served from the cache (one per fetch; cleared when full)."""
 """Seconds a backend health answer is reused by ``/v1/ready`` (health calls can be network round trips)."""
 
 
@@ -147,6 +149,7 @@ class Broker:
         self._state = self._build(config)
         self._apply_limits(config)
         self._rate_audited: dict[tuple[str, int], float] = {}
+        self._fingerprints: dict[bytes, str] = {}
         self._health: tuple[float, dict[str, bool]] = (0.0, {})
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -413,8 +416,21 @@ class Broker:
                 raise BackendUnavailable(f"secret {name!r} is unavailable: backend {secret.ref.backend!r} "
                                          "failed and no usable cached value remains") from exc
         self.audit.record("secret.read", "allow", peer=peer.audit, role=claims.role, secret=name,
-                          value=value.value, version=value.version)
+                          fingerprint=self._fingerprint(value), version=value.version)
         return SecretRead(name, value, secret.ref.backend)
+
+    def _fingerprint(self, value: SecretValue) -> str:
+        """The audit fingerprint of a value, made once per fetch (``value.origin``, set by the cache)
+        instead of once per read."""
+        origin = value.origin
+        if origin is None:
+            return self.audit.fingerprint(value.value)
+        fp = self._fingerprints.get(origin)
+        if fp is None:
+            if len(self._fingerprints) >= _FINGERPRINT_MEMO:
+                self._fingerprints.clear()
+            fp = self._fingerprints[origin] = self.audit.fingerprint(value.value)
+        return fp
 
     def revoke(self, claims: Claims, peer: PeerCred) -> None:
         self.tokens.revoke(claims.jti, claims.exp)

@@ -98,6 +98,10 @@ class SecretValue:
     version: str | None = None
     lease: Lease | None = None
     fetched_at: float = field(default_factory=time.time)
+    origin: bytes | None = field(default=None, repr=False, compare=False)
+    """Set by ``SecretCache`` to a token unique to the fetch this value was decrypted from, so a
+    caller can do per-value work (an audit fingerprint) once per fetch, not once per read: equal
+    ``origin`` means equal ``value``. Backends leave it ``None``."""
 
     @property
     def expires_at(self) -> float | None:

@@ -138,6 +138,24 @@ def test_fingerprint_is_stable_under_one_key_and_differs_across_keys(tmp_path: P
     assert fps[0] == fps[1] != fps[2]
 
 
+def test_a_fingerprint_made_earlier_is_written_as_made_and_anything_else_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog([FileSink(path)], hmac_key=b"1" * 32)
+    fp = log.fingerprint(SECRET)
+    log.record("secret.read", "allow", fingerprint=fp)
+    log.record("secret.read", "allow", value=SECRET)
+    for bad in (SECRET.decode(), "hmac-sha256:" + "0" * 63, "sha256:" + "0" * 69, fp + "0"):
+        with pytest.raises(ValueError, match="fingerprint"):
+            log.record("secret.read", "allow", fingerprint=bad)
+    with pytest.raises(ValueError, match="not both"):
+        log.record("secret.read", "allow", value=SECRET, fingerprint=fp)
+    log.close()
+    recs = records(path)
+    assert [r["event"] for r in recs] == ["secret.read", "secret.read", "stop"]
+    assert recs[0]["fingerprint"] == recs[1]["fingerprint"] == fp
+    assert SECRET.decode() not in path.read_text()
+
+
 def test_record_rejects_reserved_and_bad_fields(tmp_path: Path) -> None:
     log = AuditLog([FileSink(tmp_path / "a.jsonl")])
     with pytest.raises(ValueError, match="reserved"):

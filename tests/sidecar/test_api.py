@@ -14,7 +14,15 @@ import pytest
 
 from broker.backends.interface import BackendUnavailable, Health, SecretBackend, SecretRef, SecretValue
 from depthguard.errors import ConfigError
-from tests.sidecar.conftest import IN_SCOPE, SECRETS, Running, StartSidecar, base_config, write_config
+from tests.sidecar.conftest import (
+    IN_SCOPE,
+    SECRETS,
+    Running,
+    StartSidecar,
+    base_config,
+    flush_audit,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +184,38 @@ def test_audit_records_reads_without_values(sc: Running) -> None:
     for value in SECRETS.values():
         assert value.decode("latin-1") not in text
     assert token not in text
+
+
+def test_read_fingerprints_follow_the_value_not_the_read(start_sidecar: StartSidecar, tmp_path: Path) -> None:
+    """Fingerprints are made once per fetch: every read of one fetched value carries the HMAC of
+    that value, and a new value fetched later carries its own."""
+    import hashlib
+    import hmac
+
+    from broker.backends.local import LocalStore, resolve_key
+
+    key_file = tmp_path / "audit.key"
+    key_file.write_bytes(b"k" * 32)
+    audit_file = tmp_path / "fp-audit.jsonl"
+    sc = start_sidecar(audit={"file": str(audit_file), "hmac_key_file": str(key_file)})
+    token = sc.token()
+
+    def expected(value: bytes) -> str:
+        return "hmac-sha256:" + hmac.new(b"k" * 32, value, hashlib.sha256).hexdigest()
+
+    for _ in range(3):
+        assert sc.request("GET", "/v1/secrets/db-password", token=token)[0] == 200
+    store_dir = sc.root / "store"
+    LocalStore(store_dir, resolve_key(store_dir, None, {}, create=False).key).put("db-password", b"rotated!")
+    sc.server.service._state.cache.invalidate("local:db-password")  # the next read fetches again
+    status, _, body = sc.request("GET", "/v1/secrets/db-password", token=token)
+    assert status == 200 and json.loads(body)["value"] == "rotated!"
+
+    flush_audit(sc.server)
+    records = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    reads = [r for r in records if r["event"] == "secret.read"]
+    first, rotated = expected(SECRETS["db-password"]), expected(b"rotated!")
+    assert [r["fingerprint"] for r in reads] == [first] * 3 + [rotated]
 
 
 # ------------------------------------------------------------------------------------------ backend failure
