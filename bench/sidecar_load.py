@@ -140,7 +140,12 @@ def run_h2load(sock: Path, path: str, headers: dict[str, str], connections: int,
         if len(parts) >= 3:
             if parts[1] != "200":
                 errors += 1
+                print(f"{target}, {connections} connection(s): status {parts[1]} after {parts[2]} us",
+                      file=sys.stderr)
             lat.append(int(parts[2]) / 1000.0)
+    for line in out.splitlines():
+        if line.startswith("requests:") and " 0 failed, 0 errored, 0 timeout" not in line:
+            print(f"{target}, {connections} connection(s): h2load {line}", file=sys.stderr)
     lat.sort()
     rps = len(lat) / duration
     for line in out.splitlines():
@@ -194,6 +199,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
     ap.add_argument("--client", choices=["auto", "h2load", "python"], default="auto")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the work directory (h2load logs, audit file, sidecar log) and print its path")
     args = ap.parse_args()
 
     use_h2load = args.client == "h2load" or (args.client == "auto" and shutil.which("h2load"))
@@ -255,7 +262,10 @@ def main() -> int:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     by = {(r.target, r.connections): r for r in results}
     ratio16 = by[("sidecar", 16)].rps / by[("floor", 16)].rps

@@ -17,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from sidecar.peercred import PeerCred, read_peercred
 
-__all__ = ["PEER_KEY", "PeerCredProtocol", "ProtocolLimits", "make_protocol", "peer_of"]
+__all__ = [
+    "FAST_PREFIX", "PEER_KEY", "FastReader", "PeerCredProtocol", "ProtocolLimits", "make_protocol", "peer_of",
+]
 
 PEER_KEY = "depthguard.peer"
 log = logging.getLogger(__name__)
@@ -41,6 +44,18 @@ class ProtocolLimits:
     max_body_bytes: int = 16384
     on_reject: Callable[[int], None] | None = None
     """Called with the status (413/431) of every request refused here (metrics)."""
+
+
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+class FastReader(Protocol):
+    def answer_now(self, peer: PeerCred | None, path: str, authorization: str | None) -> Answer | None:
+        """(status, body, headers) for ``GET path``, or ``None`` to go through the ASGI app instead.
+        Called on the event loop; must not block."""
+
+FAST_PREFIX = "/v1/secrets/"
+"""Requests under this path are offered to ``fast_read`` (the paths ``HotPath.answer_now`` serves)."""
 
 
 class _Reject(Exception):
@@ -61,7 +76,10 @@ class PeerCredProtocol(HttpToolsProtocol):
     """Adds ``peer`` (per connection) and header/body limits to uvicorn's httptools protocol."""
 
     limits: ClassVar[ProtocolLimits] = ProtocolLimits()
+    fast: ClassVar[FastReader | None] = None
     peer: PeerCred | None = None
+    _fast_path: str | None = None  # set between on_headers_complete and on_message_complete
+    _fast_keep_alive = True
     _header_bytes = 0
     _raw_header_bytes = 0
     _body_bytes = 0
@@ -121,6 +139,7 @@ class PeerCredProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         limit = self.limits.max_body_bytes
+        body = False
         for name, value in self.headers:
             if name == b"content-length":
                 try:
@@ -129,7 +148,62 @@ class PeerCredProtocol(HttpToolsProtocol):
                     raise _Reject(400, "invalid content-length") from None
                 if declared > limit:
                     raise _Reject(413, f"request body larger than {limit} bytes")
+                body = body or declared > 0
+            elif name == b"transfer-encoding":
+                body = True
+        if not body and self.fast is not None and self._offer_fast():
+            return  # answered in on_message_complete, or handed to uvicorn there
         super().on_headers_complete()
+
+    # -------------------------------------------------------------- answers without the ASGI app
+
+    def _offer_fast(self) -> bool:
+        """Whether this request may be answered synchronously: a bodiless ``GET`` under
+        ``FAST_PREFIX`` on a connection with no response in progress or queued (so responses stay
+        in request order) and a transport accepting writes (else uvicorn's path waits for it).
+        The path is decoded exactly as uvicorn decodes ``scope["path"]``."""
+        parser = self.parser
+        cycle = self.cycle
+        if (parser.get_method() != b"GET" or self.expect_100_continue or parser.should_upgrade()
+                or (cycle is not None and not cycle.response_complete) or self.pipeline
+                or self.flow.write_paused or self.limit_concurrency is not None or self.root_path):
+            return False
+        try:
+            path = httptools.parse_url(self.url).path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return False  # uvicorn's own handling decides what to answer
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        if not path.startswith(FAST_PREFIX):
+            return False
+        self._fast_path = path
+        self._fast_keep_alive = parser.get_http_version() != "1.0" and parser.should_keep_alive()
+        return True
+
+    def on_message_complete(self) -> None:
+        path = self._fast_path
+        if path is None:
+            super().on_message_complete()
+            return
+        self._fast_path = None
+        assert self.fast is not None
+        authorization = next((v.decode("latin-1") for n, v in self.headers if n == b"authorization"), None)
+        answer = self.fast.answer_now(self.peer, path, authorization)
+        if answer is None:  # needs I/O: the usual task and ASGI app, as if never offered
+            super().on_headers_complete()
+            super().on_message_complete()
+            return
+        status, body, headers = answer
+        head = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            head += [name, b": ", value, b"\r\n"]
+        if not self._fast_keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
+        self.transport.write(b"".join(head))
+        if not self._fast_keep_alive:
+            self.transport.close()
+        self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer, reading
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -172,6 +246,7 @@ class PeerCredProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def make_protocol(limits: ProtocolLimits) -> type[PeerCredProtocol]:
-    """A protocol class bound to ``limits`` (uvicorn instantiates the class once per connection)."""
-    return type("SidecarHttpProtocol", (PeerCredProtocol,), {"limits": limits})
+def make_protocol(limits: ProtocolLimits, fast: FastReader | None = None) -> type[PeerCredProtocol]:
+    """A protocol class bound to ``limits`` and, if given, answering what ``fast`` can answer at once
+    (uvicorn instantiates the class once per connection)."""
+    return type("SidecarHttpProtocol", (PeerCredProtocol,), {"limits": limits, "fast": fast})

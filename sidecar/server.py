@@ -261,9 +261,10 @@ class SidecarServer:
         listen = self.config.listen
         sock, ours = bind_unix_socket(listen.socket, listen.mode)
         try:
+            hot = HotPath(self.app, self.service)
             uv_config = uvicorn.Config(
-                HotPath(self.app, self.service),
-                http=make_protocol(self.service.limits),
+                hot,
+                http=make_protocol(self.service.limits, hot),
                 loop="uvloop",
                 lifespan="off",
                 log_config=None,

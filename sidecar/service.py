@@ -394,14 +394,7 @@ class Broker:
         """The value of ``name`` for a verified token. Unknown and out-of-scope names are the same 403
         (scopes cannot be probed); 404 only for an in-scope name the backend does not have; 503 when
         the backend fails and no cached value is within max staleness."""
-        st = self._state
-        if not self._in_scope(st, claims, name):
-            if self._dev_refresh is not None and name not in st.secrets:
-                st = self._dev_sync()
-            if not self._in_scope(st, claims, name):
-                denied = Forbidden("out_of_scope", "not allowed")
-                raise self._deny(denied, peer, role=claims.role, secret=name)
-        secret = st.secrets[name]
+        st, secret = self._authorize(claims, peer, name)
         value = st.cache.peek(secret.key)
         if value is None:
             backend = st.backends[secret.ref.backend]
@@ -415,6 +408,32 @@ class Broker:
                                   error=type(exc).__name__)
                 raise BackendUnavailable(f"secret {name!r} is unavailable: backend {secret.ref.backend!r} "
                                          "failed and no usable cached value remains") from exc
+        return self._served(claims, peer, name, secret, value)
+
+    def read_cached(self, claims: Claims, peer: PeerCred, name: str) -> SecretRead | None:
+        """``read_secret`` when the cache can answer at once, else ``None`` (then ``read_secret``
+        must fetch it). Refusals are raised here exactly as ``read_secret`` raises them.
+
+        Why a synchronous twin: a cache hit needs no I/O, so the protocol answers it inside the
+        parser callback, without an asyncio task and the ASGI round trip (see ``sidecar.protocol``)."""
+        st, secret = self._authorize(claims, peer, name)
+        value = st.cache.peek(secret.key)
+        if value is None:
+            return None
+        return self._served(claims, peer, name, secret, value)
+
+    def _authorize(self, claims: Claims, peer: PeerCred, name: str) -> tuple[_State, _Secret]:
+        st = self._state
+        if not self._in_scope(st, claims, name):
+            if self._dev_refresh is not None and name not in st.secrets:
+                st = self._dev_sync()
+            if not self._in_scope(st, claims, name):
+                denied = Forbidden("out_of_scope", "not allowed")
+                raise self._deny(denied, peer, role=claims.role, secret=name)
+        return st, st.secrets[name]
+
+    def _served(self, claims: Claims, peer: PeerCred, name: str, secret: _Secret,
+                value: SecretValue) -> SecretRead:
         self.audit.record("secret.read", "allow", peer=peer.audit, role=claims.role, secret=name,
                           fingerprint=self._fingerprint(value), version=value.version)
         return SecretRead(name, value, secret.ref.backend)
