@@ -186,6 +186,8 @@ class PeerCredProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         self._fast_path = None
+        if self.transport.is_closing():
+            return  # pipelined behind a "connection: close" answer: nobody will read a reply
         assert self.fast is not None
         authorization = next((v.decode("latin-1") for n, v in self.headers if n == b"authorization"), None)
         answer = self.fast.answer_now(self.peer, path, authorization)

@@ -134,3 +134,16 @@ def test_without_a_token_the_shortcut_refuses_like_the_app(sc: Running) -> None:
     assert status == b"HTTP/1.1 401 Unauthorized"
     assert json.loads(body)["error"]["code"] == "unauthorized"
     assert headers[b"content-type"] == b"application/json"
+
+
+def test_nothing_is_answered_after_a_connection_close_response(sc: Running) -> None:
+    token = sc.token()
+    with _connect(sc) as sock:
+        sock.sendall(_get("/v1/secrets/db-password", token, "Connection: close\r\n")
+                     + _get("/v1/secrets/api-key", token))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.count(b"HTTP/1.1 ") == 1 and b'"name":"db-password"' in data
+    reads = [r["secret"] for r in sc.audit_records() if r["event"] == "secret.read"]
+    assert reads == ["db-password"]  # the request after the close was neither served nor recorded
