@@ -316,10 +316,15 @@ class CountingFileSink(FileSink):
         super()._sync()
 
 
-def test_records_arriving_within_linger_share_one_write_and_one_fsync(tmp_path: Path) -> None:
+def counting_log(tmp_path: Path, **kwargs: Any) -> tuple[Path, CountingFileSink, AuditLog]:
+    """A log on one ``CountingFileSink`` (heartbeat 30 s unless given), not started."""
     path = tmp_path / "audit.jsonl"
     sink = CountingFileSink(path)
-    log = AuditLog([sink], heartbeat=30, linger=0.5)
+    return path, sink, AuditLog([sink], **{"heartbeat": 30, **kwargs})
+
+
+def test_records_arriving_within_linger_share_one_write_and_one_fsync(tmp_path: Path) -> None:
+    path, sink, log = counting_log(tmp_path, linger=0.5)
     log.start()
     wait_for(lambda: log.seq == 1)  # start is written at once
     for i in range(500):
@@ -335,9 +340,7 @@ def test_records_arriving_within_linger_share_one_write_and_one_fsync(tmp_path: 
 
 
 def test_one_fsync_per_batch_under_a_steady_trickle(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    sink = CountingFileSink(path)
-    log = AuditLog([sink], heartbeat=30, linger=0.05)
+    path, sink, log = counting_log(tmp_path, linger=0.05)
     log.start()
     t_end = time.monotonic() + 0.6
     n = 0
@@ -353,9 +356,7 @@ def test_one_fsync_per_batch_under_a_steady_trickle(tmp_path: Path) -> None:
 
 
 def test_max_batch_bounds_each_write(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    sink = CountingFileSink(path)
-    log = AuditLog([sink], heartbeat=30, max_batch=10, linger=0.05)
+    path, sink, log = counting_log(tmp_path, max_batch=10, linger=0.05)
     for i in range(35):  # queued before start
         log.record("secret.read", "allow", i=i)
     log.start()
@@ -399,9 +400,7 @@ def test_close_and_a_full_queue_do_not_wait_for_linger(tmp_path: Path) -> None:
 
 
 def test_linger_zero_writes_each_record_without_gathering(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
-    sink = CountingFileSink(path)
-    log = AuditLog([sink], heartbeat=30, linger=0)
+    _, sink, log = counting_log(tmp_path, linger=0)
     log.start()
     for i in range(3):
         log.record("secret.read", "allow", i=i)
