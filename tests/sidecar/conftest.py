@@ -174,9 +174,9 @@ def flush_audit(server: SidecarServer, timeout: float = 5.0) -> None:
     audit = server.service.audit
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not audit._queue:  # test-only peek at the writer's queue
+        if not audit.pending:
             time.sleep(0.05)  # the batch being written: let it land
-            if not audit._queue:
+            if not audit.pending:
                 return
         time.sleep(0.01)
 
