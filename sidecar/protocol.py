@@ -10,6 +10,12 @@ Size limits live here rather than in middleware because httptools buffers an unf
 without bound and starts the app as soon as the headers end: the protocol is the only place that can
 refuse an oversized header block (431) before buffering it all, or a too-large declared body (413)
 before the app runs. Rejections are written directly as the API's JSON error with ``connection: close``.
+The header block is measured when it ends; until then ``data_received`` bounds it by raw bytes (the
+limit plus 1 KiB), so one read's worth is the most ever buffered.
+
+Cache hits are answered here too (``FastReader``, ``on_message_complete``): a bodiless ``GET`` under
+``/v1/secrets/`` on an idle connection is answered synchronously, in one write, without uvicorn's
+request cycle, task and ASGI messages; everything else goes to the app as usual.
 """
 
 from __future__ import annotations
@@ -80,7 +86,9 @@ class PeerCredProtocol(HttpToolsProtocol):
     peer: PeerCred | None = None
     _fast_path: str | None = None  # set between on_headers_complete and on_message_complete
     _fast_keep_alive = True
-    _header_bytes = 0
+    _authorization: bytes | None = None
+    _idle_since: float | None = None  # loop time the last fast answer left the connection idle
+    _lazy_timer = False  # timeout_keep_alive_task is ours (_keep_alive_expired), not uvicorn's
     _raw_header_bytes = 0
     _body_bytes = 0
     _in_headers = False
@@ -101,7 +109,10 @@ class PeerCredProtocol(HttpToolsProtocol):
         413/431 instead of a generic 400, and an unfinished header block cannot grow without bound."""
         if self._rejected:
             return
-        self._unset_keepalive_if_required()
+        if self._lazy_timer:
+            self._idle_since = None  # busy: the lazy keep-alive timer, if it fires, leaves us open
+        else:
+            self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
             if self._in_headers:
@@ -125,32 +136,39 @@ class PeerCredProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = {PEER_KEY: self.peer}  # type: ignore[dict-item]  # ASGI allows any value
-        self._header_bytes = self._raw_header_bytes = self._body_bytes = 0
+        self._raw_header_bytes = self._body_bytes = 0
         self._in_headers = True
 
-    def on_url(self, url: bytes) -> None:
-        self._count_header(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # The header block is measured here, once, rather than per header as it is parsed: a header
+        # block still growing is bounded by data_received's raw byte count, and one callback per
+        # header was a measurable share of a cached read.
         self._in_headers = False
-        limit = self.limits.max_body_bytes
+        size = len(self.url)
+        authorization: bytes | None = None
+        lengths: list[bytes] = []
         body = False
         for name, value in self.headers:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise _Reject(400, "invalid content-length") from None
-                if declared > limit:
-                    raise _Reject(413, f"request body larger than {limit} bytes")
-                body = body or declared > 0
+            size += len(name) + len(value) + 4
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"content-length":
+                lengths.append(value)
             elif name == b"transfer-encoding":
                 body = True
+        if size > self.limits.max_header_bytes:
+            raise _Reject(431, "request headers too large")
+        limit = self.limits.max_body_bytes
+        for value in lengths:
+            try:
+                declared = int(value)
+            except ValueError:
+                raise _Reject(400, "invalid content-length") from None
+            if declared > limit:
+                raise _Reject(413, f"request body larger than {limit} bytes")
+            body = body or declared > 0
+        self._authorization = authorization
         if not body and self.fast is not None and self._offer_fast():
             return  # answered in on_message_complete, or handed to uvicorn there
         super().on_headers_complete()
@@ -189,8 +207,8 @@ class PeerCredProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return  # pipelined behind a "connection: close" answer: nobody will read a reply
         assert self.fast is not None
-        authorization = next((v.decode("latin-1") for n, v in self.headers if n == b"authorization"), None)
-        answer = self.fast.answer_now(self.peer, path, authorization)
+        raw = self._authorization
+        answer = self.fast.answer_now(self.peer, path, None if raw is None else raw.decode("latin-1"))
         if answer is None:  # needs I/O: the usual task and ASGI app, as if never offered
             super().on_headers_complete()
             super().on_message_complete()
@@ -205,18 +223,40 @@ class PeerCredProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(head))
         if not self._fast_keep_alive:
             self.transport.close()
-        self.on_response_complete()  # uvicorn's bookkeeping: request count, keep-alive timer, reading
+        # uvicorn's on_response_complete, but with a lazy keep-alive timer: it cancels and re-arms a
+        # loop timer per response (~2 µs); this one is armed once and, when it fires, re-armed for
+        # whatever remains of the idle timeout (reading was never paused: no cycle was running).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self._keep_alive_expired)
+            self._lazy_timer = True
+
+    def _keep_alive_expired(self) -> None:
+        self.timeout_keep_alive_task = None
+        self._lazy_timer = False
+        if self._idle_since is None:
+            return  # a request is in progress; whatever answers it arms the timer again
+        remaining = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if remaining > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(remaining, self._keep_alive_expired)
+            self._lazy_timer = True
+        else:
+            self.timeout_keep_alive_handler()
+
+    def on_response_complete(self) -> None:
+        # An ASGI response: uvicorn cancels whichever timer is pending and arms its own.
+        self._lazy_timer = False
+        super().on_response_complete()
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:  # chunked bodies declare no length
             raise _Reject(413, f"request body larger than {self.limits.max_body_bytes} bytes")
         super().on_body(body)
-
-    def _count_header(self, n: int) -> None:
-        self._header_bytes += n
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise _Reject(431, "request headers too large")
 
     def _reject(self, rej: _Reject) -> None:
         """Answer with the API's JSON error and close: the rest of the stream cannot be trusted."""

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
+import uvicorn
+
+from sidecar.protocol import ProtocolLimits, make_protocol
+from sidecar.server import bind_unix_socket
 from tests.sidecar.conftest import SECRETS, Running, StartSidecar
 
 
@@ -147,3 +157,71 @@ def test_nothing_is_answered_after_a_connection_close_response(sc: Running) -> N
     assert data.count(b"HTTP/1.1 ") == 1 and b'"name":"db-password"' in data
     reads = [r["secret"] for r in sc.audit_records() if r["event"] == "secret.read"]
     assert reads == ["db-password"]  # the request after the close was neither served nor recorded
+
+
+class _Fixed:
+    """A FastReader answering every read at once, so only the protocol is under test."""
+
+    def answer_now(self, peer: object, path: str, authorization: str | None) -> tuple[int, bytes, list[Any]]:
+        body = json.dumps({"path": path}).encode()
+        length = str(len(body)).encode()
+        return 200, body, [(b"content-type", b"application/json"), (b"content-length", length)]
+
+
+async def _not_found(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def short_keep_alive(sock_dir: Path) -> Iterator[Path]:
+    """A bare uvicorn server with the sidecar protocol, a fixed fast answer and a 1 s keep-alive."""
+    path = sock_dir / "ka.sock"
+    sock, _ = bind_unix_socket(path, 0o600)
+    config = uvicorn.Config(_not_found, http=make_protocol(ProtocolLimits(), _Fixed()), loop="uvloop",
+                            lifespan="off", log_config=None, access_log=False, timeout_keep_alive=1)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    yield path
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def _raw(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(path))
+    return sock
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(short_keep_alive: Path) -> None:
+    with _raw(short_keep_alive) as sock:
+        sock.sendall(b"GET /v1/secrets/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_responses(sock, 1)[0][0] == b"HTTP/1.1 200 OK"
+        t0 = time.monotonic()
+        assert sock.recv(1) == b""  # closed by the server...
+        assert 0.8 < time.monotonic() - t0 < 3  # ...after about the 1 s timeout
+
+
+def test_a_busy_connection_outlives_the_keep_alive_timeout(short_keep_alive: Path) -> None:
+    with _raw(short_keep_alive) as sock:
+        t_end = time.monotonic() + 2.5
+        n = 0
+        while time.monotonic() < t_end:  # a read every 0.3 s: never idle for the 1 s timeout
+            sock.sendall(b"GET /v1/secrets/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_responses(sock, 1)[0][0] == b"HTTP/1.1 200 OK"
+            n += 1
+            time.sleep(0.3)
+        # Interleave a request the fast path does not take (a 404 from the app) and go idle again.
+        sock.sendall(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_responses(sock, 1)[0][0] == b"HTTP/1.1 404 Not Found"
+        t0 = time.monotonic()
+        assert sock.recv(1) == b""
+        assert 0.8 < time.monotonic() - t0 < 3
+    assert n >= 7
