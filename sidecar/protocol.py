@@ -61,7 +61,7 @@ class FastReader(Protocol):
         Called on the event loop; must not block."""
 
 FAST_PREFIX = "/v1/secrets/"
-"""Requests under this path are offered to ``fast_read`` (the paths ``HotPath.answer_now`` serves)."""
+"""Requests under this path are offered to ``FastReader.answer_now`` (``HotPath.answer_now`` serves them)."""
 
 
 class _Reject(Exception):
