@@ -293,9 +293,13 @@ class HotPath:
         self._counts: dict[int, list[float]] = {}
         self._latency = service.metrics.latency.cell(_SECRET_ROUTE)
 
-    def _count(self, status: int) -> list[float]:
-        cell = self._counts[status] = self.metrics.requests.cell(_SECRET_ROUTE, "GET", str(status))
-        return cell
+    def _observe(self, status: int, start: float) -> None:
+        """``_observe`` for this route, through the lock-free cells."""
+        cell = self._counts.get(status)
+        if cell is None:
+            cell = self._counts[status] = self.metrics.requests.cell(_SECRET_ROUTE, "GET", str(status))
+        cell[0] += 1
+        self._latency.observe(time.perf_counter() - start)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not (scope["type"] == "http" and scope["method"] == "GET"
@@ -309,8 +313,7 @@ class HotPath:
             status, body, headers = _internal_error(exc)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        (self._counts.get(status) or self._count(status))[0] += 1
-        self._latency.observe(time.perf_counter() - start)
+        self._observe(status, start)
 
     def answer_now(self, peer: PeerCred | None, path: str, authorization: str | None) -> Answer | None:
         """The answer to ``GET path`` (a path under ``/v1/secrets/``) if it needs no I/O: a cache hit
@@ -326,8 +329,7 @@ class HotPath:
         except Exception as exc:
             answer = _internal_error(exc)
         if answer is not None:
-            (self._counts.get(answer[0]) or self._count(answer[0]))[0] += 1
-            self._latency.observe(time.perf_counter() - start)
+            self._observe(answer[0], start)
         return answer
 
 

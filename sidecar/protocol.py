@@ -214,15 +214,7 @@ class PeerCredProtocol(HttpToolsProtocol):
             super().on_message_complete()
             return
         status, body, headers = answer
-        head = [STATUS_LINE[status]]
-        for name, value in (*self.server_state.default_headers, *headers):
-            head += [name, b": ", value, b"\r\n"]
-        if not self._fast_keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
-        if not self._fast_keep_alive:
-            self.transport.close()
+        self._write_response(status, headers, body, close=not self._fast_keep_alive)
         # uvicorn's on_response_complete, but with a lazy keep-alive timer: it cancels and re-arms a
         # loop timer per response (~2 µs); this one is armed once and, when it fires, re-armed for
         # whatever remains of the idle timeout (reading was never paused: no cycle was running).
@@ -275,17 +267,22 @@ class PeerCredProtocol(HttpToolsProtocol):
             # and its send() a no-op, so nothing is written after our answer.
             cycle.disconnected = True
             cycle.message_event.set()
-        head = [STATUS_LINE[rej.status]]
-        for name, value in self.server_state.default_headers:
+        self._write_response(rej.status, [(b"content-type", b"application/json"),
+                                          (b"content-length", str(len(body)).encode())], body, close=True)
+
+    def _write_response(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *,
+                        close: bool) -> None:
+        """One whole response in one write (status line, the server's default headers, ``headers``,
+        ``connection: close`` when closing, body); then close if asked."""
+        head = [STATUS_LINE[status]]
+        for name, value in (*self.server_state.default_headers, *headers):
             head += [name, b": ", value, b"\r\n"]
-        head += [
-            b"content-type: application/json\r\n",
-            b"content-length: " + str(len(body)).encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
-            body,
-        ]
+        if close:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
         self.transport.write(b"".join(head))
-        self.transport.close()
+        if close:
+            self.transport.close()
 
 
 def make_protocol(limits: ProtocolLimits, fast: FastReader | None = None) -> type[PeerCredProtocol]:

@@ -477,22 +477,25 @@ def test_first_start_race_keeps_the_winners_file(tmp_path: Path, clock: FakeCloc
     assert [p.name for p in tmp_path.iterdir()] == ["k.pem"]
 
 
-def test_plain_openssl_style_pem_accepted(tmp_path: Path, clock: FakeClock) -> None:
+def _plain_pem(path: Path) -> Ed25519PrivateKey:
+    """A new key written the way openssl writes one: bare PKCS#8 PEM, mode 0600."""
     key = Ed25519PrivateKey.generate()
-    path = tmp_path / "k.pem"
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                        serialization.NoEncryption()))
     path.chmod(0o600)
+    return key
+
+
+def test_plain_openssl_style_pem_accepted(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "k.pem"
+    key = _plain_pem(path)
     ring = KeyRing(key_file=path, now=clock)
     assert ring.current_kid == key_id(key.public_key())
 
 
 def test_plain_pem_old_mtime_rotates_on_first_use(tmp_path: Path, clock: FakeClock) -> None:
-    key = Ed25519PrivateKey.generate()
     path = tmp_path / "k.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
+    _plain_pem(path)
     os.utime(path, (T0 - 2 * ROTATE, T0 - 2 * ROTATE))
     ring = KeyRing(key_file=path, now=clock)
     old = ring.current_kid
